@@ -170,17 +170,17 @@ class Array2D(NDArrayOperatorsMixin):
     def shape(self) -> tuple[int, ...]:
         return self._slim.shape
 
-    def max(self):
-        return self._slim.max()
+    def max(self, *args, **kwargs):
+        return self._slim.max(*args, **kwargs)
 
-    def min(self):
-        return self._slim.min()
+    def min(self, *args, **kwargs):
+        return self._slim.min(*args, **kwargs)
 
-    def sum(self):
-        return self._slim.sum()
+    def sum(self, *args, **kwargs):
+        return self._slim.sum(*args, **kwargs)
 
-    def mean(self):
-        return self._slim.mean()
+    def mean(self, *args, **kwargs):
+        return self._slim.mean(*args, **kwargs)
 
     def __len__(self) -> int:
         return self.shape_slim
