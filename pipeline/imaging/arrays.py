@@ -82,7 +82,9 @@ class Array2D(NDArrayOperatorsMixin):
         origin: tuple[float, float] = (0.0, 0.0),
     ) -> Array2D:
         """An unmasked array filled with ``fill_value``."""
-        return cls.no_mask(np.full(shape_native, fill_value, dtype=np.float64), pixel_scales, origin=origin)
+        return cls.no_mask(
+            np.full(shape_native, fill_value, dtype=np.float64), pixel_scales, origin=origin
+        )
 
     @classmethod
     def ones(cls, shape_native, pixel_scales, origin=(0.0, 0.0)) -> Array2D:

@@ -331,9 +331,7 @@ class Imaging:
         if should_zero_data:
             data[region] = 0.0
         self._drop_operator_warning("apply_noise_scaling")
-        return self._replace(
-            data=Array2D(data, self.mask), noise_map=Array2D(noise, self.mask)
-        )
+        return self._replace(data=Array2D(data, self.mask), noise_map=Array2D(noise, self.mask))
 
     def apply_over_sampling(
         self,
@@ -378,7 +376,9 @@ class Imaging:
             data=data,
             noise_map=self.noise_map.trimmed_after_convolution_from(kernel_shape),
             noise_covariance_matrix=covariance,
-            over_sample_size_lp=self.over_sample_size_lp.trimmed_after_convolution_from(kernel_shape),
+            over_sample_size_lp=self.over_sample_size_lp.trimmed_after_convolution_from(
+                kernel_shape
+            ),
             over_sample_size_pixelization=(
                 self.over_sample_size_pixelization.trimmed_after_convolution_from(kernel_shape)
             ),

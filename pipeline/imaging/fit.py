@@ -46,7 +46,9 @@ class FitImaging:
         try:
             self.model_data = Array2D(values, dataset.mask)
         except Exception as err:
-            raise DatasetError(f"FitImaging: model_data does not fit the dataset mask: {err}") from None
+            raise DatasetError(
+                f"FitImaging: model_data does not fit the dataset mask: {err}"
+            ) from None
         self.background_sky_level = background_sky_level
         self.use_noise_covariance = use_noise_covariance
 

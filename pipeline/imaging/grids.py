@@ -55,9 +55,7 @@ class Grid2D:
         self.over_sample_size = over_sample_size_from(over_sample_size, mask)
 
     @classmethod
-    def from_mask(
-        cls, mask: Mask2D, over_sample_size: int | np.ndarray | Array2D = 1
-    ) -> Grid2D:
+    def from_mask(cls, mask: Mask2D, over_sample_size: int | np.ndarray | Array2D = 1) -> Grid2D:
         """The grid of pixel centres of ``mask``'s unmasked pixels."""
         return cls(mask.grid_slim, mask, over_sample_size)
 
@@ -139,7 +137,9 @@ class Grid2D:
 
     def distances_to_coordinate_from(self, coordinate: tuple[float, float] = (0.0, 0.0)) -> Array2D:
         """Distance (arcsec) of every pixel centre to ``coordinate``."""
-        d = np.sqrt((self._slim[:, 0] - coordinate[0]) ** 2 + (self._slim[:, 1] - coordinate[1]) ** 2)
+        d = np.sqrt(
+            (self._slim[:, 0] - coordinate[0]) ** 2 + (self._slim[:, 1] - coordinate[1]) ** 2
+        )
         return Array2D(d, self.mask)
 
 

@@ -139,7 +139,9 @@ class Mask2D(np.ndarray):
         = minor/major in (0, 1], ``angle`` in degrees counter-clockwise from +x."""
         _check_axis_ratio(axis_ratio)
         scales = as_pixel_scales(pixel_scales)
-        r = _elliptical_radius(_shape(shape_native), scales, as_pair(centre, "centre"), axis_ratio, angle)
+        r = _elliptical_radius(
+            _shape(shape_native), scales, as_pair(centre, "centre"), axis_ratio, angle
+        )
         return cls(~(r <= major_axis_radius), scales, origin, invert)
 
     @classmethod
@@ -397,7 +399,9 @@ def _shape(shape_native) -> tuple[int, int]:
     try:
         ny, nx = (int(s) for s in shape_native)
     except (TypeError, ValueError):
-        raise MaskError(f"shape_native must be a (ny, nx) pair of ints, got {shape_native!r}") from None
+        raise MaskError(
+            f"shape_native must be a (ny, nx) pair of ints, got {shape_native!r}"
+        ) from None
     if ny < 1 or nx < 1:
         raise MaskError(f"shape_native must be positive, got {(ny, nx)}")
     return (ny, nx)

@@ -92,7 +92,12 @@ def _sub_grid_loop(mask, sizes):
     for i, s in enumerate(sizes):
         for a in range(s):
             for b in range(s):
-                out.append((grid[i, 0] + sy / 2 - (a + 0.5) * sy / s, grid[i, 1] - sx / 2 + (b + 0.5) * sx / s))
+                out.append(
+                    (
+                        grid[i, 0] + sy / 2 - (a + 0.5) * sy / s,
+                        grid[i, 1] - sx / 2 + (b + 0.5) * sx / s,
+                    )
+                )
     return np.array(out)
 
 
@@ -157,5 +162,7 @@ def test_adapt_and_snr_helpers():
     low = over_sample_size_via_adapt_from(data * 0.1, noise, signal_to_noise_cut=5.0)
     # max S/N 1.9 < 2 * cut: the cut becomes 0.95
     np.testing.assert_array_equal(low.slim, np.where(np.arange(20.0) * 0.1 > 0.95, 4, 2))
-    snr = over_sample_size_via_snr_from(data, signal_to_noise_cut=3.0, sub_size_lower=1, sub_size_upper=3)
+    snr = over_sample_size_via_snr_from(
+        data, signal_to_noise_cut=3.0, sub_size_lower=1, sub_size_upper=3
+    )
     np.testing.assert_array_equal(snr.slim, np.where(np.arange(20.0) > 3.0, 3, 1))

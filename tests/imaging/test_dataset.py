@@ -89,7 +89,9 @@ def test_invalid_inputs_name_the_pixel():
 
 def test_over_sample_sizes_accept_numpy_ints_and_reject_bad():
     ds = _dataset(over_sample_size_lp=np.int64(3), over_sample_size_pixelization=np.int32(2))
-    assert (ds.over_sample_size_lp.slim == 3).all() and (ds.over_sample_size_pixelization.slim == 2).all()
+    assert (ds.over_sample_size_lp.slim == 3).all() and (
+        ds.over_sample_size_pixelization.slim == 2
+    ).all()
     for bad in (0, -2, 1.5):
         with pytest.raises(OverSamplingError):
             _dataset(over_sample_size_lp=bad)
@@ -102,7 +104,9 @@ def test_apply_mask():
     mask = _mask()
     masked = ds.apply_mask(mask)
     assert masked.shape_slim == mask.pixels_in_mask
-    np.testing.assert_array_equal(masked.data.native, np.where(np.asarray(mask), 0.0, ds.data.native))
+    np.testing.assert_array_equal(
+        masked.data.native, np.where(np.asarray(mask), 0.0, ds.data.native)
+    )
     np.testing.assert_array_equal(masked.noise_map.slim, ds.noise_map.native[~np.asarray(mask)])
     assert masked.grid.shape_slim == mask.pixels_in_mask
     assert (masked.over_sample_size_lp.slim == 2).all()
@@ -228,7 +232,9 @@ def test_fit_with_covariance_equals_dense_formula():
     r = np.asarray(ds.data.slim) - model
     assert fit.chi_squared == pytest.approx(float(r @ np.linalg.solve(cov, r)), rel=1e-10)
     sigma = np.asarray(ds.noise_map.slim)
-    assert fit.noise_normalization == pytest.approx(float(np.sum(np.log(2 * np.pi * sigma**2))), rel=1e-14)
+    assert fit.noise_normalization == pytest.approx(
+        float(np.sum(np.log(2 * np.pi * sigma**2))), rel=1e-14
+    )
     plain = FitImaging(ds, model)
     assert plain.chi_squared == pytest.approx(float(np.sum((r / sigma) ** 2)), rel=1e-14)
     assert plain.log_likelihood == pytest.approx(

@@ -14,7 +14,9 @@ from pipeline.exc import MaskError
 
 def _centre_yx(row, col, shape, scales, origin=(0.0, 0.0)):
     ny, nx = shape
-    return ((ny - 1) / 2 - row) * scales[0] + origin[0], (col - (nx - 1) / 2) * scales[1] + origin[1]
+    return ((ny - 1) / 2 - row) * scales[0] + origin[0], (col - (nx - 1) / 2) * scales[1] + origin[
+        1
+    ]
 
 
 def _loop_mask(shape, scales, unmasked_if):
@@ -69,7 +71,9 @@ def test_elliptical_annular_matches_loop():
     expected = _loop_mask(
         shape,
         scales,
-        lambda y, x: _ellipse_radius(y, x, 0.7, 10.0) >= 0.3 and _ellipse_radius(y, x, 0.6, 60.0) <= 0.9,
+        lambda y, x: (
+            _ellipse_radius(y, x, 0.7, 10.0) >= 0.3 and _ellipse_radius(y, x, 0.6, 60.0) <= 0.9
+        ),
     )
     np.testing.assert_array_equal(mask, expected)
 

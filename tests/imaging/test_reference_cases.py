@@ -66,7 +66,9 @@ def test_psf_normalised_without_mutating_input(prepared):
     np.testing.assert_allclose(ds.psf.kernel.native, exp["psf_kernel_normalised"], rtol=1e-15)
     assert ds.psf.kernel.native.sum() == pytest.approx(1.0, abs=1e-14)
     # the input kernel as read is untouched (the reference normalises it in place)
-    np.testing.assert_array_equal(exp["input_psf_kernel"].sum(), case.meta["verification"]["psf_input_sum"])
+    np.testing.assert_array_equal(
+        exp["input_psf_kernel"].sum(), case.meta["verification"]["psf_input_sum"]
+    )
 
 
 def test_grids_and_over_sampling(prepared):
@@ -130,7 +132,9 @@ def test_trimming_masked_and_unmasked(prepared):
     np.testing.assert_array_equal(trimmed.data.native, exp["trim_masked_data_native"])
     np.testing.assert_array_equal(trimmed.noise_map.native, exp["trim_masked_noise_native"])
     np.testing.assert_array_equal(trimmed.mask, exp["trim_masked_mask_native"])
-    np.testing.assert_array_equal(trimmed.over_sample_size_lp.native, exp["trim_masked_os_lp_native"])
+    np.testing.assert_array_equal(
+        trimmed.over_sample_size_lp.native, exp["trim_masked_os_lp_native"]
+    )
     np.testing.assert_array_equal(
         trimmed.over_sample_size_pixelization.native, exp["trim_masked_os_pixelization_native"]
     )
@@ -142,15 +146,23 @@ def test_trimming_masked_and_unmasked(prepared):
     np.testing.assert_array_equal(trimmed_u.data.native, exp["trim_unmasked_data_native"])
     np.testing.assert_array_equal(trimmed_u.noise_map.native, exp["trim_unmasked_noise_native"])
     np.testing.assert_array_equal(trimmed_u.mask, exp["trim_unmasked_mask_native"])
-    np.testing.assert_array_equal(trimmed_u.over_sample_size_lp.native, exp["trim_unmasked_os_lp_native"])
+    np.testing.assert_array_equal(
+        trimmed_u.over_sample_size_lp.native, exp["trim_unmasked_os_lp_native"]
+    )
 
 
 def test_fit_matches_reference(prepared):
     case, _, ds = prepared
     exp = case.expected
     fit = FitImaging(ds, model_data=exp["fit_model_slim"])
-    np.testing.assert_allclose(fit.residual_map.slim, exp["fit_residual_slim"], rtol=1e-15, atol=1e-300)
-    np.testing.assert_allclose(fit.chi_squared_map.slim, exp["fit_chi_squared_map_slim"], rtol=1e-14)
+    np.testing.assert_allclose(
+        fit.residual_map.slim, exp["fit_residual_slim"], rtol=1e-15, atol=1e-300
+    )
+    np.testing.assert_allclose(
+        fit.chi_squared_map.slim, exp["fit_chi_squared_map_slim"], rtol=1e-14
+    )
     assert fit.chi_squared == pytest.approx(float(exp["fit_chi_squared"]), rel=1e-13)
-    assert fit.noise_normalization == pytest.approx(float(exp["fit_noise_normalization"]), rel=1e-13)
+    assert fit.noise_normalization == pytest.approx(
+        float(exp["fit_noise_normalization"]), rel=1e-13
+    )
     assert fit.log_likelihood == pytest.approx(float(exp["fit_log_likelihood"]), rel=1e-13)
