@@ -241,3 +241,14 @@ def test_fit_with_covariance_equals_dense_formula():
         -0.5 * (plain.chi_squared + plain.noise_normalization), rel=1e-15
     )
     np.testing.assert_allclose(plain.normalized_residual_map.slim, r / sigma, rtol=1e-15)
+
+
+def test_normalising_is_idempotent_bit_for_bit():
+    kernel = np.random.default_rng(11).uniform(0.1, 1.0, size=(7, 5)) * 3.7
+    psf = Convolver(kernel, pixel_scales=SCALES).normalized
+    assert psf.is_normalized and psf.normalized is psf
+    data = Array2D.no_mask(np.ones(SHAPE), SCALES)
+    ds = Imaging(data, data, psf)
+    for _ in range(3):
+        ds = ds.apply_over_sampling(2).apply_noise_scaling(_mask(), noise_value=5.0)
+    np.testing.assert_array_equal(ds.psf.kernel.native, psf.kernel.native)
