@@ -352,6 +352,41 @@ class Imaging:
             sparse_operator=self.sparse_operator,
         )
 
+    def apply_sparse_operator(
+        self,
+        batch_size: int = 128,
+        *,
+        backend: str = "jax",
+        dtype: np.dtype | type = np.float64,
+    ) -> Imaging:
+        """A new dataset carrying its sparse operator W = H^T N^-1 H (JAX by default).
+
+        W is computed exactly (negative entries kept) in batches of ``batch_size`` unmasked pixels
+        (rows of W); ``backend`` may be ``"jax"``, ``"numba"`` or ``"numpy"``, all equal to
+        ~1e-15. ``dtype=np.float32`` stores float64-computed values in float32. Call it last:
+        ``apply_mask`` and ``apply_noise_scaling`` discard the operator.
+        """
+        from pipeline.operators import ImagingSparseOperator
+
+        if self.psf is None:
+            raise DatasetError(
+                f"{self._label()}: the sparse operator needs a PSF; load one (psf_path=...)"
+            )
+        operator = ImagingSparseOperator.from_noise_map_and_psf(
+            self.noise_map.native,
+            self.psf.kernel.native,
+            np.asarray(self.mask),
+            self.data.native,
+            backend=backend,
+            batch_size=batch_size,
+            dtype=dtype,
+        )
+        return self._replace(sparse_operator=operator)
+
+    def apply_sparse_operator_cpu(self, *, dtype: np.dtype | type = np.float64) -> Imaging:
+        """As :meth:`apply_sparse_operator` with the numba CPU kernel."""
+        return self.apply_sparse_operator(batch_size=1024, backend="numba", dtype=dtype)
+
     def trimmed_after_convolution_from(self, kernel_shape: tuple[int, int]) -> Imaging:
         """The dataset with ``ceil(k / 2) - 1`` pixels cut from every side (the border that PSF
         convolution of a model image cannot predict); mask centre-cropped, grids, covariance and

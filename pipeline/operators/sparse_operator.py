@@ -1,0 +1,198 @@
+"""``ImagingSparseOperator``: the band values of W = H^T N^-1 H with its layout, and what
+pixelized inversions compute from it.
+
+* ``apply(x)`` = W x;
+* ``psf_weighted_data`` = H^T N^-1 d at the unmasked pixels;
+* ``curvature_matrix_from(A)`` = A^T W A and ``data_vector_from(A)`` = A^T H^T N^-1 d for a
+  sparse ``(N, S)`` mapping matrix A (scipy.sparse, dense, or COO triplets
+  ``(slim rows, source columns, weights)``).
+
+``values`` may be a numpy array or any lazily indexable array (a Zarr array, a dask array): it is
+read in full on first use.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from pipeline.exc import OperatorError
+from pipeline.operators.inputs import OperatorInputs
+from pipeline.operators.layout import OperatorLayout
+from pipeline.operators.rows import compute_values
+
+__all__ = ["ImagingSparseOperator", "psf_weighted_data_from"]
+
+
+def psf_weighted_data_from(data_native: np.ndarray, inputs: OperatorInputs) -> np.ndarray:
+    """``(H^T N^-1 d)_i = sum_u K(u) (d / sigma**2)(p_i + u - c)``: a correlation of the weighted
+    data with the kernel, at the unmasked pixels (slim order)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    ky, kx = inputs.kernel.shape
+    cy, cx = ky // 2, kx // 2
+    weighted = np.asarray(data_native, dtype=np.float64) * inputs.inverse_variance
+    padded = np.pad(weighted, ((cy, cy), (cx, cx)))
+    rows = inputs.layout.native_for_slim
+    windows = sliding_window_view(padded, (ky, kx))[rows[:, 0], rows[:, 1]]
+    return windows.reshape(len(rows), ky * kx) @ inputs.kernel.ravel()
+
+
+class ImagingSparseOperator:
+    """W in band layout (DESIGN §4) for one dataset.
+
+    Parameters
+    ----------
+    values
+        ``(N, n_offsets)`` band values (float64 or float32), or a lazily indexable array of them.
+    layout
+        The mask and kernel shape defining the band.
+    psf_weighted_data
+        ``(N,)`` H^T N^-1 d, if the data were known when the operator was built.
+    """
+
+    def __init__(
+        self,
+        values: Any,
+        layout: OperatorLayout,
+        psf_weighted_data: np.ndarray | None = None,
+    ):
+        shape = tuple(getattr(values, "shape", ()))
+        if shape != (layout.n_pixels, layout.n_offsets):
+            raise OperatorError(
+                f"operator values of shape {shape} do not fit the layout "
+                f"({layout.n_pixels}, {layout.n_offsets})"
+            )
+        self._values = values
+        self.layout = layout
+        if psf_weighted_data is not None:
+            psf_weighted_data = np.asarray(psf_weighted_data, dtype=np.float64)
+            if psf_weighted_data.shape != (layout.n_pixels,):
+                raise OperatorError(
+                    f"psf_weighted_data has shape {psf_weighted_data.shape}, expected "
+                    f"({layout.n_pixels},)"
+                )
+        self._psf_weighted_data = psf_weighted_data
+
+    @classmethod
+    def from_noise_map_and_psf(
+        cls,
+        noise_map_native: np.ndarray,
+        kernel: np.ndarray,
+        mask: np.ndarray,
+        data_native: np.ndarray | None = None,
+        *,
+        backend: str = "numpy",
+        batch_size: int = 1024,
+        dtype: np.dtype | type = np.float64,
+    ) -> ImagingSparseOperator:
+        """Compute W for a dataset (rows in batches of ``batch_size``)."""
+        inputs = OperatorInputs.from_noise_map(noise_map_native, mask, kernel)
+        values = compute_values(inputs, backend, batch_size=batch_size, dtype=dtype)
+        pwd = None if data_native is None else psf_weighted_data_from(data_native, inputs)
+        return cls(values, inputs.layout, pwd)
+
+    def __repr__(self) -> str:
+        return (
+            f"ImagingSparseOperator(n_pixels={self.n_pixels}, kernel_shape={self.kernel_shape}, "
+            f"n_offsets={self.layout.n_offsets}, dtype={self.dtype})"
+        )
+
+    # ------------------------------------------------------------------ layout
+    @property
+    def n_pixels(self) -> int:
+        return self.layout.n_pixels
+
+    @property
+    def kernel_shape(self) -> tuple[int, int]:
+        return self.layout.kernel_shape
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return self.layout.offsets
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self._values.dtype)
+
+    @cached_property
+    def values(self) -> np.ndarray:
+        """The ``(N, n_offsets)`` band values as a numpy array (read on first access)."""
+        values = np.asarray(
+            self._values[...] if not isinstance(self._values, np.ndarray) else self._values
+        )
+        return values
+
+    @property
+    def psf_weighted_data(self) -> np.ndarray:
+        """``H^T N^-1 d`` at the unmasked pixels (slim order)."""
+        if self._psf_weighted_data is None:
+            raise OperatorError(
+                "this operator was built without the data: psf_weighted_data is unknown"
+            )
+        return self._psf_weighted_data
+
+    # ------------------------------------------------------------------ conversions
+    @cached_property
+    def _matrix(self) -> sp.csr_matrix:
+        return self.layout.to_scipy_sparse(self.values)
+
+    def to_scipy_sparse(self) -> sp.csr_matrix:
+        """The full symmetric ``(N, N)`` W (float64 CSR)."""
+        return self._matrix.copy()
+
+    def to_dense(self) -> np.ndarray:
+        """The full symmetric ``(N, N)`` W as a dense array (small N)."""
+        return self.layout.to_dense(self.values)
+
+    def to_autoarray_layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(values, indexes, lengths)`` in PyAutoArray's layout (diagonal halved, W = U + U^T)."""
+        return self.layout.to_autoarray_layout(self.values)
+
+    # ------------------------------------------------------------------ algebra
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """``W x`` for ``x`` of shape ``(N,)`` or ``(N, k)``."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape[0] != self.n_pixels:
+            raise OperatorError(f"apply: x has {x.shape[0]} rows, W has {self.n_pixels}")
+        return self._matrix @ x
+
+    def _mapping(self, mapping: Any) -> sp.csr_matrix | np.ndarray:
+        if isinstance(mapping, tuple):
+            if len(mapping) not in (3, 4):
+                raise OperatorError(
+                    "a COO mapping is (rows, cols, weights) or (rows, cols, weights, n_source)"
+                )
+            rows, cols, weights = (np.asarray(v) for v in mapping[:3])
+            n_source = int(mapping[3]) if len(mapping) == 4 else int(cols.max()) + 1
+            if rows.size and (rows.min() < 0 or rows.max() >= self.n_pixels):
+                raise OperatorError(f"mapping rows must be slim indexes in [0, {self.n_pixels})")
+            return sp.coo_matrix(
+                (weights.astype(np.float64), (rows, cols)), shape=(self.n_pixels, n_source)
+            ).tocsr()
+        if sp.issparse(mapping):
+            matrix = sp.csr_matrix(mapping, dtype=np.float64)
+        else:
+            matrix = np.asarray(mapping, dtype=np.float64)
+        if matrix.ndim != 2 or matrix.shape[0] != self.n_pixels:
+            raise OperatorError(
+                f"the mapping matrix must have {self.n_pixels} rows (one per unmasked pixel), "
+                f"got shape {matrix.shape}"
+            )
+        return matrix
+
+    def curvature_matrix_from(self, mapping: Any) -> np.ndarray:
+        """``F = A^T W A`` as a dense ``(S, S)`` array."""
+        a = self._mapping(mapping)
+        wa = self._matrix @ a
+        f = a.T @ wa
+        f = f.toarray() if sp.issparse(f) else np.asarray(f)
+        return 0.5 * (f + f.T)
+
+    def data_vector_from(self, mapping: Any) -> np.ndarray:
+        """``D = A^T (H^T N^-1 d)`` as a ``(S,)`` array."""
+        a = self._mapping(mapping)
+        return np.asarray(a.T @ self.psf_weighted_data).ravel()
