@@ -1,10 +1,15 @@
-"""Rows of W with a numba CPU kernel: a direct sum over each pair's kernel overlap.
+"""Rows of W with a numba CPU kernel: exact kernel-overlap sums, vectorised over ``dx``.
 
-``W(p, d) = sum_u w(p + u - c) K(u) K(u - d)`` summed over the ``(ky - dy)(kx - |dx|)`` kernel
-positions ``u`` where both factors exist, so the work is exactly the useful
-``N (ky kx)**2 / 2`` multiply-adds (no zero padding). The kernel products ``K(u) K(u - d)`` of each
-offset are precomputed once per dataset and contiguous, so the inner loop is a dot product of a
-window row of ``w`` with a product row.
+For pixel ``p`` and offset ``(dy, dx)``::
+
+    W(p, dy, dx) = sum_{a >= dy} sum_ux  t_a(ux) K(a - dy, ux - dx),   t_a(ux) = w(p + (a, ux) - c) K(a, ux)
+
+For each kernel row pair ``(a, a - dy)`` and each ``ux`` the inner loop adds ``t_a(ux)`` times a
+contiguous (reversed) kernel row into a contiguous run of output columns (all ``dx`` with
+``0 <= ux - dx < kx``). There is no reduction in the inner loop, so it vectorises without
+reassociating sums: every row gets the same bits whatever the batch, and the work is exactly the
+useful ``N (ky kx)**2 / 2`` multiply-adds; windows with ``w = 0`` (masked or off the array) are
+skipped.
 """
 
 from __future__ import annotations
@@ -15,18 +20,7 @@ import numpy as np
 
 from pipeline.operators.inputs import OperatorInputs
 
-__all__ = ["rows_numba", "pair_products"]
-
-
-def pair_products(kernel: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """``(n_offsets, ky, kx)``: ``P[o, a, ux] = K(a, ux) K(a - dy, ux - dx)``, 0 outside overlap."""
-    ky, kx = kernel.shape
-    out = np.zeros((offsets.shape[0], ky, kx))
-    for o, (dy, dx) in enumerate(offsets):
-        a0, a1 = max(0, dy), min(ky, ky + dy)
-        u0, u1 = max(0, dx), min(kx, kx + dx)
-        out[o, a0:a1, u0:u1] = kernel[a0:a1, u0:u1] * kernel[a0 - dy : a1 - dy, u0 - dx : u1 - dx]
-    return out
+__all__ = ["rows_numba"]
 
 
 @lru_cache(maxsize=1)
@@ -34,40 +28,36 @@ def _compiled():
     # numba is imported on first use: importing pipeline must stay fast and numba-free.
     import numba
 
-    # reassoc lets the overlap dot products vectorise; the summation order depends only on the
-    # kernel shape and offset, never on the batch, so rows are identical however they are sharded.
-    @numba.njit(cache=True, fastmath={"reassoc", "contract"}, nogil=True)
-    def kernel_rows(padded_w, products, offsets, rows, valid, out):
-        n_rows = rows.shape[0]
-        n_off = offsets.shape[0]
-        ky = products.shape[1]
-        kx = products.shape[2]
-        for b in range(n_rows):
+    @numba.njit(cache=True, nogil=True)
+    def kernel_rows(padded_w, kernel, rows, valid, out):
+        ky, kx = kernel.shape
+        reversed_rows = kernel[:, ::-1].copy()
+        acc = np.empty(2 * kx - 1)
+        for b in range(rows.shape[0]):
             py = rows[b, 0]
             px = rows[b, 1]
-            for o in range(n_off):
+            base = 0
+            for dy in range(ky):
+                acc[:] = 0.0
+                for a in range(dy, ky):
+                    second = reversed_rows[a - dy]
+                    for ux in range(kx):
+                        t = padded_w[py + a, px + ux] * kernel[a, ux]
+                        if t != 0.0:
+                            # acc[dx + kx - 1] for dx = ux - (kx - 1) + m: a fixed-length run
+                            for m in range(kx):
+                                acc[ux + m] += t * second[m]
+                if dy == 0:
+                    out[b, 0:kx] = acc[kx - 1 :]
+                    base = kx
+                else:
+                    out[b, base : base + 2 * kx - 1] = acc
+                    base += 2 * kx - 1
+            for o in range(out.shape[1]):
                 if not valid[b, o]:
                     out[b, o] = 0.0
-                    continue
-                dy = offsets[o, 0]
-                dx = offsets[o, 1]
-                u0 = max(0, dx)
-                u1 = min(kx, kx + dx)
-                acc = 0.0
-                for a in range(dy, ky):
-                    for ux in range(u0, u1):
-                        acc += padded_w[py + a, px + ux] * products[o, a, ux]
-                out[b, o] = acc
 
     return kernel_rows
-
-
-@lru_cache(maxsize=8)
-def _products_cached(kernel_bytes: bytes, shape: tuple[int, int]) -> np.ndarray:
-    from pipeline.operators.layout import offsets_for_kernel
-
-    kernel = np.frombuffer(kernel_bytes, dtype=np.float64).reshape(shape)
-    return pair_products(kernel, offsets_for_kernel(shape).astype(np.int64))
 
 
 def rows_numba(inputs: OperatorInputs, start: int, stop: int) -> np.ndarray:
@@ -77,11 +67,9 @@ def rows_numba(inputs: OperatorInputs, start: int, stop: int) -> np.ndarray:
     out = np.empty((stop - start, layout.n_offsets), dtype=np.float64)
     if stop == start:
         return out
-    products = _products_cached(inputs.kernel.tobytes(), inputs.kernel.shape)
     _compiled()(
         inputs.padded_inverse_variance,
-        products,
-        layout.offsets.astype(np.int64),
+        inputs.kernel,
         np.ascontiguousarray(layout.native_for_slim[start:stop]),
         np.ascontiguousarray(layout.valid(start, stop)),
         out,
