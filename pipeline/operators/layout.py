@@ -95,6 +95,10 @@ class OperatorLayout:
         ry, rx = 2 * (self.kernel_shape[0] // 2), 2 * (self.kernel_shape[1] // 2)
         return np.pad(self.slim_for_native, ((0, ry), (rx, rx)), constant_values=-1)
 
+    @cached_property
+    def _padded_unmasked(self) -> np.ndarray:
+        return self._padded_slim_index >= 0
+
     def _band_windows(self, array: np.ndarray, start: int, stop: int) -> np.ndarray:
         # The window below-right of a pixel, (ry + 1) x (2 rx + 1), flattened row-major, starts
         # with the dx < 0 part of its first row; dropping those rx entries leaves exactly the
@@ -114,7 +118,7 @@ class OperatorLayout:
         """``(stop - start, n_offsets)`` bool: True where ``native(i) + offsets[o]`` is an
         unmasked pixel (1 byte per entry: cheap enough for every shard)."""
         stop = self.n_pixels if stop is None else stop
-        return self._band_windows(self._padded_slim_index >= 0, start, stop)
+        return self._band_windows(self._padded_unmasked, start, stop)
 
     def batches(self, batch_size: int) -> list[tuple[int, int]]:
         """Row ranges ``[start, stop)`` of ``ceil(N / batch_size)`` batches."""

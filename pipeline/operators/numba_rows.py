@@ -19,6 +19,7 @@ from functools import lru_cache
 import numpy as np
 
 from pipeline.operators.inputs import OperatorInputs
+from pipeline.operators.numpy_rows import _output
 
 __all__ = ["rows_numba"]
 
@@ -60,11 +61,14 @@ def _compiled():
     return kernel_rows
 
 
-def rows_numba(inputs: OperatorInputs, start: int, stop: int) -> np.ndarray:
-    """Rows ``[start, stop)`` of the band ``values`` (float64, ``(stop - start, n_offsets)``)."""
+def rows_numba(
+    inputs: OperatorInputs, start: int, stop: int, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Rows ``[start, stop)`` of the band ``values`` (float64, ``(stop - start, n_offsets)``),
+    written into ``out`` if given (a C-contiguous float64 block of that shape)."""
     inputs.check_range(start, stop)
     layout = inputs.layout
-    out = np.empty((stop - start, layout.n_offsets), dtype=np.float64)
+    out = _output(out, stop - start, layout.n_offsets)
     if stop == start:
         return out
     _compiled()(

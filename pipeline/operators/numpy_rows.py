@@ -18,6 +18,7 @@ from functools import lru_cache
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from pipeline.exc import OperatorError
 from pipeline.operators.inputs import OperatorInputs
 
 __all__ = ["band_matrices", "patches_from", "rows_numpy"]
@@ -49,6 +50,17 @@ def _band_matrices_cached(kernel_bytes: bytes, shape: tuple[int, int]) -> tuple[
     return tuple(out)
 
 
+def _output(out: np.ndarray | None, n_rows: int, n_offsets: int) -> np.ndarray:
+    if out is None:
+        return np.empty((n_rows, n_offsets), dtype=np.float64)
+    if out.shape != (n_rows, n_offsets) or out.dtype != np.float64 or not out.flags.c_contiguous:
+        raise OperatorError(
+            f"out must be a C-contiguous float64 array of shape {(n_rows, n_offsets)}, got "
+            f"{out.dtype} {out.shape}"
+        )
+    return out
+
+
 def patches_from(inputs: OperatorInputs, start: int, stop: int) -> np.ndarray:
     """``(stop - start, ky * kx)`` windows of ``1/sigma**2`` around rows ``[start, stop)``."""
     ky, kx = inputs.kernel.shape
@@ -57,12 +69,15 @@ def patches_from(inputs: OperatorInputs, start: int, stop: int) -> np.ndarray:
     return windows[rows[:, 0], rows[:, 1]].reshape(stop - start, ky * kx)
 
 
-def rows_numpy(inputs: OperatorInputs, start: int, stop: int) -> np.ndarray:
-    """Rows ``[start, stop)`` of the band ``values`` (float64, ``(stop - start, n_offsets)``)."""
+def rows_numpy(
+    inputs: OperatorInputs, start: int, stop: int, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Rows ``[start, stop)`` of the band ``values`` (float64, ``(stop - start, n_offsets)``),
+    written into ``out`` if given (a C-contiguous float64 block of that shape)."""
     inputs.check_range(start, stop)
     ky, kx = inputs.kernel.shape
     layout = inputs.layout
-    out = np.empty((stop - start, layout.n_offsets), dtype=np.float64)
+    out = _output(out, stop - start, layout.n_offsets)
     if stop == start:
         return out
     patches = patches_from(inputs, start, stop)

@@ -20,9 +20,11 @@ def compute_rows(
     *,
     dtype: np.dtype | type = np.float64,
     batch_size: int | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Rows ``[start, stop)`` of the band values, computed in float64 and returned as ``dtype``
-    (float64 or float32).
+    (float64 or float32); float64 rows of the numpy and numba backends are written into ``out``
+    when given.
 
     Every backend gives the same rows (to ~1e-15 of the largest |W|) whatever the batch
     boundaries: a row depends only on the inverse variances within the kernel reach of its pixel.
@@ -33,11 +35,11 @@ def compute_rows(
     if backend == "numpy":
         from pipeline.operators.numpy_rows import rows_numpy
 
-        values = rows_numpy(inputs, start, stop)
+        values = rows_numpy(inputs, start, stop, out if dtype == np.float64 else None)
     elif backend == "numba":
         from pipeline.operators.numba_rows import rows_numba
 
-        values = rows_numba(inputs, start, stop)
+        values = rows_numba(inputs, start, stop, out if dtype == np.float64 else None)
     elif backend == "jax":
         from pipeline.operators.jax_rows import rows_jax
 
@@ -58,7 +60,10 @@ def compute_values(
     layout = inputs.layout
     out = np.empty((layout.n_pixels, layout.n_offsets), dtype=np.dtype(dtype))
     for start, stop in layout.batches(batch_size):
-        out[start:stop] = compute_rows(
-            inputs, start, stop, backend, dtype=dtype, batch_size=batch_size
+        block = out[start:stop]
+        rows = compute_rows(
+            inputs, start, stop, backend, dtype=dtype, batch_size=batch_size, out=block
         )
+        if rows is not block:
+            block[...] = rows
     return out
