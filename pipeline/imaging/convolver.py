@@ -246,6 +246,16 @@ class Convolver:
 
     # ------------------------------------------------------------------ factories
     @classmethod
+    def from_normalized_kernel(
+        cls, kernel: np.ndarray, pixel_scales: float | tuple[float, float]
+    ) -> Convolver:
+        """A kernel that is already normalised (e.g. read back from a store): kept bit for bit and
+        marked normalised, so ``use_normalized_psf`` never re-divides it."""
+        convolver = cls(kernel, pixel_scales=pixel_scales)
+        convolver._is_normalized = True
+        return convolver
+
+    @classmethod
     def no_blur(cls, pixel_scales: float | tuple[float, float]) -> Convolver:
         """A 3x3 delta kernel: convolution is the identity."""
         kernel = np.zeros((3, 3))
