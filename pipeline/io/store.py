@@ -36,7 +36,6 @@ import hashlib
 import json
 import os
 import re
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,8 +48,12 @@ from zarr.codecs import BloscCodec, ZstdCodec
 
 from pipeline.exc import StoreError
 from pipeline.imaging import Array2D, Convolver, Imaging, Mask2D
-from pipeline.operators import ImagingSparseOperator, OperatorInputs, OperatorLayout
-from pipeline.operators import psf_weighted_data_from
+from pipeline.operators import (
+    ImagingSparseOperator,
+    OperatorInputs,
+    OperatorLayout,
+    psf_weighted_data_from,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
