@@ -26,6 +26,8 @@ from pipeline.imaging import (
 
 __version__ = "0.1.0"
 
+from pipeline.io.store import list_datasets, open_imaging, open_operator, write_imaging  # noqa: E402
+
 __all__ = [
     "Array2D",
     "Convolver",
@@ -37,6 +39,10 @@ __all__ = [
     "OverSampler",
     "SimulatorImaging",
     "exc",
+    "list_datasets",
+    "open_imaging",
+    "open_operator",
+    "write_imaging",
     "over_sample_size_via_adapt_from",
     "over_sample_size_via_radial_bins_from",
     "over_sample_size_via_snr_from",

@@ -1,19 +1,27 @@
 """The ``lenspipe`` command line.
 
-Exit codes: 0 success, 1 unexpected error, 2 usage or input error (a :class:`PipelineError`).
+Exit codes: 0 success (every dataset complete); 3 the run finished but some datasets failed
+(partial); 2 usage, configuration or input error; 1 anything else.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import click
-import numpy as np
 
-from pipeline.exc import PipelineError
+from pipeline.exc import ClusterError, ConfigError, PipelineError
 
 __all__ = ["main"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+
+class _Exit(Exception):
+    def __init__(self, code: int):
+        self.code = code
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,87 +31,225 @@ def cli() -> None:
 
 
 @cli.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--n", "n", type=click.IntRange(1, 1_000_000), default=10, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def simulate(out: Path, n: int, seed: int) -> None:
+    """Write a mock survey: OUT/<name>/{data,noise_map,psf}.fits, OUT/manifest.csv, OUT/survey.yaml."""
+    from pipeline.flow.simulate import simulate_survey
+
+    config = simulate_survey(out, n, seed=seed)
+    click.echo(f"Simulated {n} lenses into {out}/; run them with: lenspipe run {config}")
+
+
+@cli.command()
+@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False, path_type=Path))
+def validate(config_path: Path) -> None:
+    """Check a config file and list what it would process, without running anything."""
+    from pipeline.flow.config import load_config
+    from pipeline.flow.discover import discover
+
+    config = load_config(config_path)
+    found = discover(config)
+    click.echo(
+        f"{config_path}: valid. {len(found.specs)} datasets found; store {config.store_location}"
+    )
+    for name, message in found.problems:
+        click.echo(f"  problem: {name}: {message}")
+
+
+@cli.command()
+@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Skip complete datasets and finished batches (the default: settings are hashed, "
+    "so resuming is always safe).",
+)
+@click.option("--overwrite", is_flag=True, help="Recompute datasets already in the store.")
+@click.option(
+    "--dry-run", is_flag=True, help="Print the plan (and a SLURM/PBS job script); run nothing."
+)
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def run(config_path: Path, resume: bool, overwrite: bool, dry_run: bool, no_progress: bool) -> None:
+    """Run (or resume) the survey described by CONFIG."""
+    from pipeline.flow.config import load_config
+
+    config = load_config(config_path)
+    if dry_run:
+        _dry_run(config, overwrite)
+        return
+    from pipeline.flow.run import run_survey
+
+    summary = run_survey(config, overwrite=overwrite, progress=False if no_progress else None)
+    click.echo(summary.table())
+    raise _Exit(summary.exit_code)
+
+
+def _dry_run(config, overwrite: bool) -> None:
+    from pipeline.exc import StoreError
+    from pipeline.flow.cluster import job_script
+    from pipeline.flow.config import JobqueueCluster
+    from pipeline.flow.run import plan_run
+    from pipeline.io.store import open_store
+
+    location = config.store_location
+    options = config.output.storage_options or None
+    try:
+        root = open_store(location, storage_options=options)
+    except StoreError:
+        root = None  # no store yet: everything will be prepared
+    if root is None:
+        from pipeline.flow.discover import discover
+
+        found = discover(config)
+        click.echo(f"plan: {len(found.specs)} datasets to prepare into a new store {location}")
+        problems = found.problems
+    else:
+        plan = plan_run(config, root, overwrite=overwrite)
+        click.echo(
+            f"plan: prepare {len(plan.to_prepare)}, resume {len(plan.to_resume)} "
+            f"({sum(len(v) for v in plan.to_resume.values())} batches), finalize "
+            f"{len(plan.to_finalize)}, skip {len(plan.skipped_complete)} complete; "
+            f"{len(plan.conflicts)} with changed settings"
+        )
+        problems = plan.problems
+    for name, message in problems:
+        click.echo(f"  problem: {name}: {message}")
+    if isinstance(config.cluster, JobqueueCluster):
+        click.echo(f"\n{config.cluster.kind.upper()} job script ({config.cluster.jobs} job(s)):\n")
+        click.echo(job_script(config.cluster))
+
+
+@cli.command()
+@click.argument("store")
+@click.option("--json", "as_json", is_flag=True, help="Print {name: status} as JSON.")
+def status(store: str, as_json: bool) -> None:
+    """Status of every dataset in STORE."""
+    from collections import Counter
+
+    from pipeline.io.store import list_datasets
+
+    statuses = list_datasets(store)
+    if as_json:
+        click.echo(json.dumps(statuses, indent=1, sort_keys=True))
+        return
+    counts = Counter(statuses.values())
+    click.echo(
+        f"{store}: {len(statuses)} datasets: "
+        + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    )
+    for name, state in statuses.items():
+        if state != "complete":
+            click.echo(f"  {name}: {state}")
+
+
+@cli.command()
+@click.argument("store")
+@click.argument("name", required=False)
+def inspect(store: str, name: str | None) -> None:
+    """Summary of STORE, or of dataset NAME in it."""
+    from pipeline.io.store import dataset_attrs, list_datasets, open_store
+
+    if name is None:
+        root = open_store(store)
+        meta = root.attrs.get("lenspipe", {})
+        click.echo(
+            f"{store}: lenspipe store, schema_version {meta.get('schema_version')}, created {meta.get('created')}"
+        )
+        statuses = list_datasets(store)
+        click.echo(f"  {len(statuses)} datasets")
+        last = root.attrs.get("last_run")
+        if last:
+            click.echo(
+                f"  last run {last['run_id']}: {last['complete']} complete, {last['failed']} failed, "
+                f"{last['skipped_complete']} skipped, {last['wall_seconds']:.1f} s wall"
+            )
+        return
+    attrs = dataset_attrs(store, name)
+    keys = (
+        "status",
+        "shape_native",
+        "pixel_scales",
+        "n_pixels",
+        "psf_shape",
+        "settings_hash",
+        "timings",
+        "error",
+    )
+    for key in keys:
+        click.echo(f"{key:>14}: {attrs.get(key)}")
+    for source in attrs.get("sources", []):
+        click.echo(
+            f"{'source':>14}: {source['role']}: {source['path']} [{source['hdu']}] sha256 {source['sha256'][:16]}…"
+        )
+
+
+@cli.command()
 @click.option(
     "--out",
     "out",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("lenspipe-demo"),
     show_default=True,
-    help="Folder for the simulated survey.",
+    help="Folder for the survey.",
 )
 @click.option(
     "--n",
     "n",
     type=click.IntRange(1, 10_000),
-    default=4,
+    default=8,
     show_default=True,
     help="Number of mock lenses.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first lens.")
-def demo(out: Path, n: int, seed: int) -> None:
-    """Simulate a small survey to FITS, load every lens back, mask it and inspect it."""
-    from pipeline.imaging import FitImaging, Imaging, Mask2D
-    from pipeline.imaging.simulator import simulate_lens
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Local workers (default: one per core).",
+)
+def demo(out: Path, n: int, seed: int, workers: int | None) -> None:
+    """Simulate a small survey into OUT and run it on a local Dask cluster (OUT/survey.zarr)."""
+    from pipeline.flow.config import load_config
+    from pipeline.flow.run import run_survey
+    from pipeline.flow.simulate import simulate_survey
 
-    rows = []
-    for i in range(n):
-        name = f"lens_{i:04d}"
-        shape = (64, 64) if i % 2 == 0 else (80, 72)
-        psf_shape = (11, 11) if i % 2 == 0 else (21, 21)
-        simulated = simulate_lens(shape, 0.1, psf_shape=psf_shape, psf_sigma=0.1, seed=seed + i)
-        folder = out / name
-        simulated.data.output_to_fits(folder / "data.fits", overwrite=True)
-        simulated.noise_map.output_to_fits(folder / "noise_map.fits", overwrite=True)
-        simulated.psf.kernel.output_to_fits(folder / "psf.fits", overwrite=True)
-
-        dataset = Imaging.from_fits(
-            pixel_scales="header",
-            data_path=folder / "data.fits",
-            noise_map_path=folder / "noise_map.fits",
-            psf_path=folder / "psf.fits",
-            name=name,
-        )
-        mask = Mask2D.circular(dataset.shape_native, dataset.pixel_scales, radius=2.6)
-        masked = dataset.apply_mask(mask)
-        mask.output_to_fits(folder / "mask.fits", overwrite=True)
-        model = np.zeros(masked.shape_slim)
-        fit = FitImaging(masked, model)
-        rows.append(
-            (
-                name,
-                dataset.shape_native,
-                masked.shape_slim,
-                masked.psf.shape_native,
-                masked.signal_to_noise_max,
-                fit.chi_squared / masked.shape_slim,
-            )
-        )
-
-    click.echo(f"Simulated {n} lenses into {out}/ (data, noise_map, psf, mask FITS per lens)\n")
+    config_path = simulate_survey(out, n, seed=seed, n_workers=workers)
+    click.echo(f"Simulated {n} lenses into {out}/ ({config_path.name}, manifest.csv)")
+    summary = run_survey(load_config(config_path))
+    click.echo(summary.table())
     click.echo(
-        f"{'dataset':<11} {'frame':>9} {'N pixels':>9} {'PSF':>7} {'max S/N':>8} {'chi2/N (no model)':>18}"
+        f"\nInspect it: lenspipe status {out / 'survey.zarr'}; in Python: "
+        f"pipeline.open_imaging('{out / 'survey.zarr'}', 'lens_{seed:05d}')"
     )
-    for name, shape, npix, psf, snr, chi in rows:
-        click.echo(
-            f"{name:<11} {shape[0]:>4}x{shape[1]:<4} {npix:>9} {psf[0]:>3}x{psf[1]:<3} "
-            f"{snr:>8.1f} {chi:>18.2f}"
-        )
+    raise _Exit(summary.exit_code)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``lenspipe`` console script."""
+    """Entry point of the ``lenspipe`` console script; returns the exit code."""
     try:
         cli.main(args=argv, standalone_mode=False)
+    except _Exit as done:
+        return done.code
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
-        return 1
+        return EXIT_ERROR
+    except click.exceptions.Exit as done:
+        return done.exit_code
     except click.ClickException as err:
         err.show()
-        return 2
+        return EXIT_USAGE
+    except (ConfigError, ClusterError) as err:
+        click.echo(f"error: {err}", err=True)
+        return EXIT_USAGE
     except PipelineError as err:
         click.echo(f"error: {err}", err=True)
-        return 2
-    return 0
+        return EXIT_USAGE
+    except Exception as err:  # noqa: BLE001 - the CLI's last resort: one line, exit code 1
+        click.echo(f"unexpected error: {type(err).__name__}: {err}", err=True)
+        return EXIT_ERROR
+    return EXIT_OK
 
 
 if __name__ == "__main__":

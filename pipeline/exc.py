@@ -23,6 +23,7 @@ __all__ = [
     "OperatorError",
     "StoreError",
     "ConfigError",
+    "ClusterError",
 ]
 
 
@@ -79,3 +80,7 @@ class StoreError(PipelineError, OSError):
 
 class ConfigError(PipelineError, ValueError):
     """A configuration file is invalid: the message names the key and the fix."""
+
+
+class ClusterError(PipelineError, ConnectionError):
+    """The Dask cluster cannot be started or reached."""

@@ -421,6 +421,7 @@ def finalize_dataset(
 def mark_failed(root: zarr.Group, name: str, error: str) -> None:
     """Record that a dataset failed, with its error message (creates a bare group if the dataset
     was never prepared). Driver only."""
+    validate_dataset_name(name)
     datasets = _datasets(root)
     group = datasets[name] if name in datasets else datasets.create_group(name)
     group.attrs.update({"status": FAILED, "error": str(error), "failed": _now()})
@@ -455,7 +456,10 @@ def write_operator_batch(root: zarr.Group, name: str, batch_index: int, values: 
 
 def batches_done(root: zarr.Group, name: str) -> np.ndarray:
     """Boolean array, one entry per operator batch: True if its marker was written."""
-    op = _dataset_group(root, name)["sparse_operator"]
+    group = _dataset_group(root, name)
+    if "sparse_operator" not in group:
+        raise StoreError(f"dataset {name!r} has no sparse_operator, so no batches")
+    op = group["sparse_operator"]
     return np.asarray(op["batches_done"][...], dtype=bool)
 
 

@@ -1,0 +1,183 @@
+"""Inputs -> dataset specs: which files make each dataset.
+
+Three layouts (``inputs.kind`` in the config): folders with the same file names in each, a
+manifest CSV, or multi-extension FITS cutouts with named HDUs (one dataset per file and band).
+Discovery reads no pixel data; problems (unsafe or duplicate names, missing columns) are collected
+per dataset, never raised for the whole survey.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.exc import ConfigError, StoreError
+from pipeline.flow.config import Config, FoldersInput, ManifestInput, MefInput
+from pipeline.io.store import validate_dataset_name
+
+__all__ = ["Discovery", "DatasetSpec", "FileRef", "discover"]
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """One image HDU: a file path and an HDU index or EXTNAME."""
+
+    path: str
+    hdu: int | str = 0
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """The recipe of one dataset: its name, its files and per-dataset overrides."""
+
+    name: str
+    data: FileRef
+    noise_map: FileRef
+    psf: FileRef
+    mask: FileRef | None = None
+    pixel_scales: float | tuple[float, float] | None = None
+    mask_radius: float | None = None
+    mask_centre: tuple[float, float] | None = None
+
+
+@dataclass
+class Discovery:
+    """Specs of the valid datasets and ``(name, message)`` of the invalid ones."""
+
+    specs: list[DatasetSpec] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+def discover(config: Config) -> Discovery:
+    """The datasets a config describes, in a stable order (sorted by file/folder or CSV order)."""
+    inputs = config.inputs
+    if isinstance(inputs, FoldersInput):
+        candidates = _from_folders(config, inputs)
+    elif isinstance(inputs, ManifestInput):
+        candidates = _from_manifest(config, inputs)
+    else:
+        candidates = _from_mef(config, inputs)
+    found = Discovery()
+    seen: dict[str, DatasetSpec] = {}
+    for spec_or_problem in candidates:
+        if isinstance(spec_or_problem, tuple):
+            found.problems.append(spec_or_problem)
+            continue
+        spec = spec_or_problem
+        try:
+            validate_dataset_name(spec.name)
+        except StoreError as err:
+            found.problems.append((spec.name, f"{err} (from {spec.data.path})"))
+            continue
+        if spec.name in seen:
+            found.problems.append(
+                (
+                    spec.name,
+                    f"duplicate dataset name {spec.name!r}: {spec.data.path} and "
+                    f"{seen[spec.name].data.path} both claim it; the first is kept",
+                )
+            )
+            continue
+        seen[spec.name] = spec
+        found.specs.append(spec)
+    return found
+
+
+def _from_folders(config: Config, inputs: FoldersInput):
+    root = config.path(inputs.root)
+    if not root.is_dir():
+        raise ConfigError(f"inputs.root: folder '{root}' does not exist")
+    for folder in sorted(p for p in root.glob(inputs.pattern) if p.is_dir()):
+        yield DatasetSpec(
+            name=folder.name,
+            data=FileRef(os.fspath(folder / inputs.data), inputs.data_hdu),
+            noise_map=FileRef(os.fspath(folder / inputs.noise_map), inputs.noise_map_hdu),
+            psf=FileRef(os.fspath(folder / inputs.psf), inputs.psf_hdu),
+            mask=FileRef(os.fspath(folder / inputs.mask), inputs.mask_hdu) if inputs.mask else None,
+        )
+
+
+def _hdu(value: str | None) -> int | str:
+    if value is None or value.strip() == "":
+        return 0
+    value = value.strip()
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def _number(value: str | None, column: str, name: str) -> float | None:
+    if value is None or value.strip() == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"column {column!r} must be a number, got {value!r}") from None
+
+
+def _manifest_ref(row: dict, column: str, base: Path) -> FileRef:
+    file = Path((row.get(column) or "").strip())
+    path = file if file.is_absolute() else base / file
+    return FileRef(os.fspath(path), _hdu(row.get(f"{column}_hdu")))
+
+
+def _from_manifest(config: Config, inputs: ManifestInput):
+    path = config.path(inputs.path)
+    try:
+        handle = open(path, newline="")
+    except OSError as err:
+        raise ConfigError(f"inputs.path: cannot read manifest '{path}': {err.strerror}") from None
+    with handle:
+        reader = csv.DictReader(handle)
+        required = {"name", "data", "noise_map", "psf"}
+        missing = required - set(reader.fieldnames or ())
+        if missing:
+            raise ConfigError(
+                f"manifest '{path}' lacks the column(s) {sorted(missing)}; the header must start "
+                "with name,data,noise_map,psf"
+            )
+        base = path.parent
+        for line, row in enumerate(reader, start=2):
+            name = (row.get("name") or "").strip()
+
+            try:
+                radius = _number(row.get("mask_radius"), "mask_radius", name)
+                cy = _number(row.get("mask_centre_y"), "mask_centre_y", name)
+                cx = _number(row.get("mask_centre_x"), "mask_centre_x", name)
+                scale = _number(row.get("pixel_scale"), "pixel_scale", name)
+            except ValueError as err:
+                yield (name or f"line {line}", f"manifest '{path}' line {line}: {err}")
+                continue
+            if (cy is None) != (cx is None):
+                yield (
+                    name,
+                    f"manifest '{path}' line {line}: give both mask_centre_y and mask_centre_x",
+                )
+                continue
+            mask_file = (row.get("mask") or "").strip()
+            yield DatasetSpec(
+                name=name,
+                data=_manifest_ref(row, "data", base),
+                noise_map=_manifest_ref(row, "noise_map", base),
+                psf=_manifest_ref(row, "psf", base),
+                mask=_manifest_ref(row, "mask", base) if mask_file else None,
+                pixel_scales=scale,
+                mask_radius=radius,
+                mask_centre=(cy, cx) if cy is not None else None,
+            )
+
+
+def _from_mef(config: Config, inputs: MefInput):
+    root = config.path(inputs.root)
+    if not root.is_dir():
+        raise ConfigError(f"inputs.root: folder '{root}' does not exist")
+    for file in sorted(p for p in root.glob(inputs.pattern) if p.is_file()):
+        for band, hdus in inputs.bands.items():
+            path = os.fspath(file)
+            yield DatasetSpec(
+                name=f"{file.stem}_{band}",
+                data=FileRef(path, hdus.data),
+                noise_map=FileRef(path, hdus.noise_map),
+                psf=FileRef(path, hdus.psf),
+                mask=FileRef(path, hdus.mask) if hdus.mask else None,
+            )

@@ -1,0 +1,420 @@
+"""The driver of a survey run: plan, submit, track, resume, summarise.
+
+The driver alone touches store metadata (DESIGN §1, §5). It walks the datasets of a config, skips
+complete ones (same settings hash), resumes prepared ones at their unfinished operator batches,
+and keeps at most ``run.max_tasks_in_flight`` tasks submitted, so a survey of 100,000 datasets
+never becomes one giant graph. Operator shards of prepared datasets go before new prepares, so few
+datasets are half-done at any time. Each task has a deterministic key and ``run.retries`` retries
+(a lost worker's tasks are recomputed; writes are idempotent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import sys
+import time
+import uuid
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pipeline.exc import ConfigError, StoreError
+from pipeline.flow.config import Config
+from pipeline.flow.discover import DatasetSpec, discover
+from pipeline.flow.tasks import (
+    PrepareResult,
+    PrepareSettings,
+    ShardResult,
+    StoreRecipe,
+    TaskFailure,
+    operator_shard_task,
+    prepare_task,
+)
+from pipeline.io.store import (
+    COMPLETE,
+    FAILED,
+    PREPARED,
+    OperatorStorage,
+    batches_done,
+    create_store,
+    finalize_dataset,
+    mark_failed,
+    prepare_dataset,
+    settings_hash,
+)
+
+__all__ = ["RunPlan", "RunSummary", "plan_run", "run_survey"]
+
+
+@dataclass
+class RunPlan:
+    """What a run will do, decided from the config and the store before anything is submitted."""
+
+    to_prepare: list[DatasetSpec] = field(default_factory=list)
+    to_resume: dict[str, list[int]] = field(default_factory=dict)
+    to_finalize: list[str] = field(default_factory=list)
+    skipped_complete: list[str] = field(default_factory=list)
+    batches_already_done: int = 0
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunSummary:
+    """Counts, failures and times of one run (stored as JSON in the store under ``runs/``)."""
+
+    run_id: str
+    store: str
+    started: str
+    datasets_total: int = 0
+    complete: int = 0
+    failed: int = 0
+    skipped_complete: int = 0
+    resumed: int = 0
+    shards_computed: int = 0
+    shards_skipped: int = 0
+    cpu_seconds: float = 0.0
+    prepare_seconds: float = 0.0
+    kernel_seconds: float = 0.0
+    write_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 if every dataset is complete, 3 if the run finished with failed datasets."""
+        return 0 if self.failed == 0 else 3
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def table(self) -> str:
+        rows = [
+            ("datasets", self.datasets_total),
+            ("complete (this run)", self.complete),
+            ("skipped (already complete)", self.skipped_complete),
+            ("resumed (prepared before)", self.resumed),
+            ("failed", self.failed),
+            ("operator batches computed", self.shards_computed),
+            ("operator batches skipped (done before)", self.shards_skipped),
+            ("task CPU time [s]", f"{self.cpu_seconds:.1f}"),
+            ("  prepare [s]", f"{self.prepare_seconds:.1f}"),
+            ("  operator kernels [s]", f"{self.kernel_seconds:.1f}"),
+            ("  operator writes [s]", f"{self.write_seconds:.1f}"),
+            ("wall time [s]", f"{self.wall_seconds:.1f}"),
+        ]
+        width = max(len(r[0]) for r in rows)
+        lines = [f"Run {self.run_id} -> {self.store}"]
+        lines += [f"  {name:<{width}}  {value}" for name, value in rows]
+        if self.failures:
+            lines.append("Failures:")
+            lines += [f"  {f['name']}: {f['message']}" for f in self.failures]
+        return "\n".join(lines)
+
+
+def _existing(root) -> dict[str, dict]:
+    datasets = root["datasets"]
+    return {key: dict(datasets[key].attrs) for key in datasets.group_keys()}
+
+
+def plan_run(config: Config, root, *, overwrite: bool = False) -> RunPlan:
+    """Decide per dataset: prepare, resume missing batches, finalize, or skip."""
+    found = discover(config)
+    plan = RunPlan(problems=list(found.problems))
+    expected = settings_hash(config.dataset_settings())
+    existing = _existing(root)
+    for spec in found.specs:
+        attrs = existing.get(spec.name)
+        if attrs is None or overwrite or attrs.get("status") == FAILED:
+            plan.to_prepare.append(spec)
+            continue
+        if attrs.get("settings_hash") != expected:
+            plan.conflicts.append(spec.name)
+            continue
+        status = attrs.get("status")
+        if status == COMPLETE:
+            plan.skipped_complete.append(spec.name)
+        elif status == PREPARED and "sparse_operator" in root["datasets"][spec.name]:
+            done = batches_done(root, spec.name)
+            plan.batches_already_done += int(done.sum())
+            missing = [int(i) for i in (~done).nonzero()[0]]
+            if missing:
+                plan.to_resume[spec.name] = missing
+            else:
+                plan.to_finalize.append(spec.name)
+        elif status == PREPARED:
+            plan.to_finalize.append(spec.name)
+        else:
+            plan.to_prepare.append(spec)
+    return plan
+
+
+class _Progress:
+    """Two bars (datasets, operator batches) on stderr, or nothing."""
+
+    def __init__(self, enabled: bool, n_datasets: int):
+        self.bars = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bars = (
+                tqdm(total=n_datasets, desc="datasets", unit="ds", position=0, file=sys.stderr),
+                tqdm(total=0, desc="batches ", unit="batch", position=1, file=sys.stderr),
+            )
+
+    def add_batches(self, n: int) -> None:
+        if self.bars:
+            self.bars[1].total += n
+            self.bars[1].refresh()
+
+    def dataset_done(self) -> None:
+        if self.bars:
+            self.bars[0].update(1)
+
+    def batch_done(self) -> None:
+        if self.bars:
+            self.bars[1].update(1)
+
+    def close(self) -> None:
+        if self.bars:
+            for bar in self.bars:
+                bar.close()
+
+
+def run_survey(
+    config: Config,
+    *,
+    client: Any = None,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> RunSummary:
+    """Run (or resume) the survey described by ``config``; returns the summary.
+
+    Raises :class:`ConfigError` before submitting anything if datasets in the store were made
+    with different settings (unless ``overwrite``).
+    """
+    store = StoreRecipe(config.store_location, dict(config.output.storage_options))
+    root = create_store(store.location, storage_options=store.storage_options or None)
+    plan = plan_run(config, root, overwrite=overwrite)
+    if plan.conflicts:
+        raise ConfigError(
+            f"{len(plan.conflicts)} dataset(s) in {store.location} were prepared with different "
+            f"settings (first: {plan.conflicts[:5]}); rerun with --overwrite to replace them, or "
+            "choose another output.store"
+        )
+    if client is None:
+        from pipeline.flow.cluster import cluster_client
+
+        with cluster_client(config.cluster) as new_client:
+            return run_survey(config, client=new_client, overwrite=overwrite, progress=progress)
+    report = contextlib.nullcontext()
+    if config.run.performance_report:
+        from distributed import performance_report
+
+        report = performance_report(filename=str(config.path(config.run.performance_report)))
+    with report:
+        return _Driver(config, client, root, store, plan, progress).run()
+
+
+class _Driver:
+    def __init__(self, config: Config, client, root, store: StoreRecipe, plan: RunPlan, progress):
+        self.config, self.client, self.root, self.store, self.plan = (
+            config,
+            client,
+            root,
+            store,
+            plan,
+        )
+        self.settings = config.dataset_settings()
+        self.hash = settings_hash(self.settings)[:12]
+        self.prepare_settings = PrepareSettings.from_config(config)
+        op = config.sparse_operator
+        self.operator = op if op.enabled else None
+        self.storage = OperatorStorage(op.dtype, op.codec, op.level, op.keep_bits)
+        n_datasets = (
+            len(plan.to_prepare)
+            + len(plan.to_resume)
+            + len(plan.to_finalize)
+            + len(plan.skipped_complete)
+            + len(plan.problems)
+        )
+        self.summary = RunSummary(
+            run_id=_dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+            + "-"
+            + uuid.uuid4().hex[:6],
+            store=store.location,
+            started=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            datasets_total=n_datasets,
+            skipped_complete=len(plan.skipped_complete),
+            resumed=len(plan.to_resume) + len(plan.to_finalize),
+            shards_skipped=plan.batches_already_done,
+        )
+        show = config.run.progress if progress is None else progress
+        self.progress = _Progress(show, n_datasets)
+        self.remaining: dict[str, set[int]] = {}
+        self.timings: dict[str, dict[str, float]] = {}
+        self.failed: set[str] = set()
+        self.prepare_queue: deque[DatasetSpec] = deque(plan.to_prepare)
+        self.shard_queue: deque[tuple[str, int]] = deque()
+        self.in_flight = 0
+        self.task_names: dict[str, str] = {}
+
+    # -------------------------------------------------------------------------------- outcomes
+    def _fail(self, name: str, message: str, *, record: bool = True) -> None:
+        if name in self.failed:
+            return
+        self.failed.add(name)
+        self.remaining.pop(name, None)
+        self.summary.failed += 1
+        self.summary.failures.append({"name": name, "message": message})
+        if record:
+            mark_failed(self.root, name, message)
+        self.progress.dataset_done()
+
+    def _complete(self, name: str) -> None:
+        try:
+            finalize_dataset(self.root, name, timings=self.timings.get(name))
+        except StoreError as err:
+            self._fail(name, str(err))
+            return
+        self.summary.complete += 1
+        self.progress.dataset_done()
+
+    def _queue_shards(self, name: str, indexes: list[int]) -> None:
+        self.remaining[name] = set(indexes)
+        self.progress.add_batches(len(indexes))
+        # depth first: this dataset's shards run before further prepares
+        self.shard_queue.extendleft((name, i) for i in reversed(indexes))
+
+    # -------------------------------------------------------------------------------- submission
+    def _submit_next(self, pending) -> bool:
+        while self.shard_queue:
+            name, index = self.shard_queue.popleft()
+            if name in self.failed:
+                continue
+            future = self.client.submit(
+                operator_shard_task,
+                self.store,
+                name,
+                index,
+                self.operator.backend,
+                key=f"op-{name}-{self.hash}-{index}",
+                retries=self.config.run.retries,
+                pure=False,
+            )
+            self.task_names[future.key] = name
+            pending.add(future)
+            return True
+        if self.prepare_queue:
+            spec = self.prepare_queue.popleft()
+            future = self.client.submit(
+                prepare_task,
+                spec,
+                self.prepare_settings,
+                key=f"prepare-{spec.name}-{self.hash}",
+                retries=self.config.run.retries,
+                pure=False,
+            )
+            self.task_names[future.key] = spec.name
+            pending.add(future)
+            return True
+        return False
+
+    def _fill(self, pending) -> None:
+        while self.in_flight < self.config.run.max_tasks_in_flight and self._submit_next(pending):
+            self.in_flight += 1
+
+    # -------------------------------------------------------------------------------- results
+    def _on_prepared(self, result: PrepareResult) -> None:
+        name = result.name
+        self.summary.cpu_seconds += result.cpu_seconds
+        self.summary.prepare_seconds += result.cpu_seconds
+        self.timings[name] = {"prepare_seconds": result.wall_seconds}
+        batch_size = self.operator.batch_size if self.operator else None
+        try:
+            prepare_dataset(
+                self.root,
+                name,
+                result.imaging,
+                batch_size=batch_size,
+                operator_storage=self.storage,
+                sources=result.sources,
+                settings=self.settings,
+                overwrite=True,
+            )
+        except StoreError as err:
+            self._fail(name, f"dataset {name!r}: {err}")
+            return
+        if self.operator is None:
+            self._complete(name)
+            return
+        n_batches = -(-result.imaging.shape_slim // batch_size)
+        self._queue_shards(name, list(range(n_batches)))
+
+    def _on_shard(self, result: ShardResult) -> None:
+        name = result.name
+        self.summary.shards_computed += 1
+        self.summary.cpu_seconds += result.cpu_seconds
+        self.summary.kernel_seconds += result.kernel_seconds
+        self.summary.write_seconds += result.write_seconds
+        timing = self.timings.setdefault(name, {})
+        timing["operator_seconds"] = timing.get("operator_seconds", 0.0) + result.wall_seconds
+        self.progress.batch_done()
+        left = self.remaining.get(name)
+        if left is None:
+            return
+        left.discard(result.batch_index)
+        if not left:
+            del self.remaining[name]
+            self._complete(name)
+
+    def _on_done(self, future) -> None:
+        name = self.task_names.pop(future.key)
+        if future.status == "error":
+            error = future.exception()
+            self._fail(
+                name, f"dataset {name!r}: task {future.key} failed: {type(error).__name__}: {error}"
+            )
+            return
+        result = future.result()
+        if isinstance(result, TaskFailure):
+            self._fail(result.name, result.message)
+        elif isinstance(result, PrepareResult):
+            self._on_prepared(result)
+        else:
+            self._on_shard(result)
+
+    def run(self) -> RunSummary:
+        from distributed import as_completed
+
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
+        try:
+            for name, message in self.plan.problems:
+                # unsafe or duplicate names cannot (or must not) be written under that name
+                self._fail(name, message, record=False)
+            for _ in self.plan.skipped_complete:
+                self.progress.dataset_done()
+            for name in self.plan.to_finalize:
+                self._complete(name)
+            for name, missing in self.plan.to_resume.items():
+                self._queue_shards(name, missing)
+            pending = as_completed([], with_results=False)
+            self._fill(pending)
+            for future in pending:
+                self.in_flight -= 1
+                self._on_done(future)
+                future.release()
+                self._fill(pending)
+        finally:
+            self.progress.close()
+        self.summary.cpu_seconds += time.process_time() - start_cpu
+        self.summary.wall_seconds = time.perf_counter() - start_wall
+        self._record()
+        return self.summary
+
+    def _record(self) -> None:
+        runs = self.root.require_group("runs")
+        group = runs.create_group(self.summary.run_id)
+        group.attrs["summary"] = self.summary.to_dict()
+        self.root.attrs["last_run"] = self.summary.to_dict()

@@ -1,0 +1,331 @@
+"""What the tasks of a survey run compute. Each function runs in a Dask worker (or in-process),
+receives a recipe (paths, names, indexes, settings), never large arrays, and is idempotent.
+
+* :func:`prepare_task` — load a dataset's FITS files, validate, mask, over-sample. Returns the
+  prepared ``Imaging`` (a few hundred kB) to the driver, which alone writes store metadata.
+* :func:`operator_shard_task` — compute rows ``[start, stop)`` of W for one batch, reading the
+  dataset's mask, noise map and PSF from the store, and write them as one whole chunk followed by
+  the batch's completion marker.
+
+Bad input is reported as a :class:`TaskFailure` result (deterministic: retrying cannot help);
+anything unexpected raises, so Dask retries it (worker loss) and then reports it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from pipeline.exc import DatasetError, InvalidValueError, KernelError, PipelineError
+from pipeline.flow.config import (
+    AdaptiveOverSampling,
+    AnnularMask,
+    CircularMask,
+    Config,
+    EllipticalMask,
+    FileMask,
+    RadialOverSampling,
+)
+from pipeline.flow.discover import DatasetSpec
+from pipeline.imaging import (
+    Array2D,
+    Convolver,
+    Imaging,
+    Mask2D,
+    over_sample_size_via_adapt_from,
+    over_sample_size_via_radial_bins_from,
+)
+from pipeline.imaging.geometry import as_pixel_scales
+from pipeline.io.store import Source
+
+__all__ = [
+    "PrepareResult",
+    "PrepareSettings",
+    "ShardResult",
+    "StoreRecipe",
+    "TaskFailure",
+    "operator_shard_task",
+    "prepare_imaging",
+    "prepare_task",
+]
+
+# Libraries size their thread pools at import: set before numba/JAX load in a worker process.
+WORKER_ENVIRONMENT = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMBA_NUM_THREADS": "1",
+    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+    "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+}
+
+
+@dataclass(frozen=True)
+class StoreRecipe:
+    """How to open the store in any process: a path or URL and fsspec options."""
+
+    location: str
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """The parts of the config a prepare task needs (picklable, small)."""
+
+    pixel_scales: Any
+    mask: Any
+    over_sampling: Any
+
+    @classmethod
+    def from_config(cls, config: Config) -> PrepareSettings:
+        return cls(config.pixel_scales, config.mask, config.over_sampling)
+
+
+@dataclass
+class TaskFailure:
+    """A dataset that cannot be prepared or computed, with a message naming file and problem."""
+
+    name: str
+    message: str
+    batch_index: int | None = None
+
+
+@dataclass
+class PrepareResult:
+    name: str
+    imaging: Imaging
+    sources: list[Source]
+    cpu_seconds: float
+    wall_seconds: float
+
+
+@dataclass
+class ShardResult:
+    name: str
+    batch_index: int
+    n_rows: int
+    cpu_seconds: float
+    kernel_seconds: float
+    write_seconds: float
+    wall_seconds: float
+
+
+def configure_worker() -> None:
+    """Thread limits (if the libraries are not loaded yet) and a zarr config fit for one task per
+    process: zarr's own thread pool would multiply with Dask's (PITFALLS)."""
+    for key, value in WORKER_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+    _configure_zarr()
+
+
+@lru_cache(maxsize=1)
+def _configure_zarr() -> None:
+    import zarr
+
+    zarr.config.set({"async.concurrency": 8, "threading.max_workers": 1})
+
+
+# ---------------------------------------------------------------------------------------- prepare
+def _mask_for(
+    spec: DatasetSpec,
+    settings: PrepareSettings,
+    shape: tuple[int, int],
+    scales: tuple[float, float],
+) -> Mask2D:
+    config = settings.mask
+    if isinstance(config, FileMask):
+        if spec.mask is None:
+            raise DatasetError(
+                "mask.kind is 'file' but this dataset has no mask file (folders: mask:, manifest: "
+                "mask column, MEF: band mask EXTNAME)"
+            )
+        mask = Mask2D.from_fits(spec.mask.path, scales, hdu=spec.mask.hdu)
+        if mask.shape_native != shape:
+            raise DatasetError(
+                f"mask file '{spec.mask.path}' HDU {spec.mask.hdu!r} has shape {mask.shape_native} "
+                f"but the data are {shape}"
+            )
+        return mask
+    centre = spec.mask_centre or config.centre
+    if isinstance(config, CircularMask):
+        return Mask2D.circular(shape, scales, spec.mask_radius or config.radius, centre=centre)
+    if isinstance(config, AnnularMask):
+        outer = spec.mask_radius or config.outer_radius
+        return Mask2D.circular_annular(shape, scales, config.inner_radius, outer, centre=centre)
+    if isinstance(config, EllipticalMask):
+        return Mask2D.elliptical(
+            shape,
+            scales,
+            spec.mask_radius or config.major_axis_radius,
+            config.axis_ratio,
+            config.angle,
+            centre=centre,
+        )
+    raise DatasetError(f"unsupported mask settings {config!r}")
+
+
+def prepare_imaging(spec: DatasetSpec, settings: PrepareSettings) -> Imaging:
+    """Load, validate, mask and over-sample one dataset (a pure function of its files).
+
+    Only unmasked pixels are validated (NaN borders outside the mask are fine); every error names
+    the dataset and, where it comes from a file, the file and HDU.
+    """
+    from pipeline.io.fits import pixel_scales_from_header, read_fits_array
+
+    name = spec.name
+    data = read_fits_array(spec.data.path, spec.data.hdu, dataset=name)
+    noise = read_fits_array(spec.noise_map.path, spec.noise_map.hdu, dataset=name)
+    kernel = read_fits_array(spec.psf.path, spec.psf.hdu, dataset=name)
+    if data.shape != noise.shape:
+        raise DatasetError(
+            f"data '{spec.data.path}' HDU {spec.data.hdu!r} is {data.shape} but noise map "
+            f"'{spec.noise_map.path}' HDU {spec.noise_map.hdu!r} is {noise.shape}"
+        )
+    pixel_scales = spec.pixel_scales or settings.pixel_scales
+    if pixel_scales == "header":
+        pixel_scales = pixel_scales_from_header(spec.data.path, spec.data.hdu, dataset=name)
+    scales = as_pixel_scales(
+        tuple(pixel_scales) if isinstance(pixel_scales, list) else pixel_scales
+    )
+    mask = _mask_for(spec, settings, data.shape, scales)
+    if mask.pixels_in_mask == 0:
+        raise DatasetError("the mask leaves no unmasked pixel")
+    try:
+        psf = Convolver(kernel, pixel_scales=scales)
+    except KernelError as err:
+        raise DatasetError(f"PSF '{spec.psf.path}' HDU {spec.psf.hdu!r}: {err}") from None
+    try:
+        masked = Imaging(
+            Array2D(data, mask),
+            Array2D(noise, mask),
+            psf,
+            over_sample_size_lp=1,
+            over_sample_size_pixelization=1,
+            name=name,
+        )
+    except KernelError as err:
+        raise DatasetError(f"PSF '{spec.psf.path}' HDU {spec.psf.hdu!r}: {err}") from None
+    except InvalidValueError as err:
+        files = f"data '{spec.data.path}', noise map '{spec.noise_map.path}'"
+        raise DatasetError(f"{err} ({files})") from None
+    over = settings.over_sampling
+    if isinstance(over, RadialOverSampling):
+        lp = over_sample_size_via_radial_bins_from(
+            masked.grid, over.sub_size_list, over.radial_list, centre_list=[mask.mask_centre]
+        )
+    elif isinstance(over, AdaptiveOverSampling):
+        lp = over_sample_size_via_adapt_from(
+            masked.data,
+            masked.noise_map,
+            over.signal_to_noise_cut,
+            over.sub_size_lower,
+            over.sub_size_upper,
+        )
+    else:
+        lp = over.lp
+    return masked.apply_over_sampling(
+        over_sample_size_lp=lp, over_sample_size_pixelization=over.pixelization
+    )
+
+
+def _sources(spec: DatasetSpec) -> list[Source]:
+    refs = [("data", spec.data), ("noise_map", spec.noise_map), ("psf", spec.psf)]
+    if spec.mask is not None:
+        refs.append(("mask", spec.mask))
+    hashes: dict[str, str] = {}
+    out = []
+    for role, ref in refs:
+        if ref.path not in hashes:
+            hashes[ref.path] = Source.from_file(role, ref.path, ref.hdu).sha256 or ""
+        out.append(Source(role, ref.path, ref.hdu, hashes[ref.path]))
+    return out
+
+
+def prepare_task(spec: DatasetSpec, settings: PrepareSettings) -> PrepareResult | TaskFailure:
+    """Task: prepare one dataset; bad input becomes a :class:`TaskFailure`."""
+    configure_worker()
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        imaging = prepare_imaging(spec, settings)
+        sources = _sources(spec)
+    except (PipelineError, OSError) as err:
+        message = str(err)
+        if spec.name not in message:
+            message = f"dataset {spec.name!r}: {message}"
+        return TaskFailure(spec.name, message)
+    return PrepareResult(
+        spec.name,
+        imaging,
+        sources,
+        time.process_time() - cpu,
+        time.perf_counter() - wall,
+    )
+
+
+# ---------------------------------------------------------------------------------------- operator
+@lru_cache(maxsize=4)
+def _open_root(location: str, options_json: str):
+    from pipeline.io.store import open_store
+
+    return open_store(location, mode="r+", storage_options=json.loads(options_json) or None)
+
+
+def _root(store: StoreRecipe):
+    return _open_root(
+        store.location, json.dumps(store.storage_options, sort_keys=True, default=str)
+    )
+
+
+@lru_cache(maxsize=4)
+def _cached_inputs(location: str, options_json: str, name: str):
+    from pipeline.operators import OperatorInputs
+
+    group = _open_root(location, options_json)["datasets"][name]
+    mask = np.asarray(group["mask"][...], dtype=bool)
+    inputs = OperatorInputs.from_noise_map(group["noise_map"][...], mask, group["psf"][...])
+    return inputs, int(group["sparse_operator"].attrs["batch_size"])
+
+
+def _operator_inputs(store: StoreRecipe, name: str):
+    """The dataset's operator inputs, read once per worker process and dataset."""
+    options = json.dumps(store.storage_options, sort_keys=True, default=str)
+    return _cached_inputs(store.location, options, name)
+
+
+def operator_shard_task(
+    store: StoreRecipe, name: str, batch_index: int, backend: str = "numpy"
+) -> ShardResult | TaskFailure:
+    """Task: compute one batch of W's rows and write it (chunk, then marker)."""
+    from pipeline.io.store import write_operator_batch
+    from pipeline.operators import compute_rows
+
+    configure_worker()
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        inputs, batch_size = _operator_inputs(store, name)
+        start = batch_index * batch_size
+        stop = min(start + batch_size, inputs.layout.n_pixels)
+        t0 = time.perf_counter()
+        values = compute_rows(inputs, start, stop, backend, batch_size=batch_size)
+        t1 = time.perf_counter()
+        write_operator_batch(_root(store), name, batch_index, values)
+        t2 = time.perf_counter()
+    except PipelineError as err:
+        return TaskFailure(
+            name, f"dataset {name!r}, operator batch {batch_index}: {err}", batch_index
+        )
+    return ShardResult(
+        name,
+        batch_index,
+        stop - start,
+        time.process_time() - cpu,
+        t1 - t0,
+        t2 - t1,
+        time.perf_counter() - wall,
+    )
