@@ -155,7 +155,8 @@ def inspect(store: str, name: str | None) -> None:
         root = open_store(store)
         meta = root.attrs.get("lenspipe", {})
         click.echo(
-            f"{store}: lenspipe store, schema_version {meta.get('schema_version')}, created {meta.get('created')}"
+            f"{store}: lenspipe store, schema_version {meta.get('schema_version')}, "
+            f"created {meta.get('created')}"
         )
         statuses = list_datasets(store)
         click.echo(f"  {len(statuses)} datasets")
@@ -181,7 +182,8 @@ def inspect(store: str, name: str | None) -> None:
         click.echo(f"{key:>14}: {attrs.get(key)}")
     for source in attrs.get("sources", []):
         click.echo(
-            f"{'source':>14}: {source['role']}: {source['path']} [{source['hdu']}] sha256 {source['sha256'][:16]}…"
+            f"{'source':>14}: {source['role']}: {source['path']} [{source['hdu']}] "
+            f"sha256 {source['sha256'][:16]}…"
         )
 
 

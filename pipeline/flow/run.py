@@ -203,7 +203,7 @@ def run_survey(
             f"settings (first: {plan.conflicts[:5]}); rerun with --overwrite to replace them, or "
             "choose another output.store"
         )
-    if client is None:
+    if client is None and (plan.to_prepare or plan.to_resume):
         from pipeline.flow.cluster import cluster_client
 
         with cluster_client(config.cluster) as new_client:
