@@ -79,7 +79,7 @@ def cluster_client(
             threads_per_worker=1,
             processes=True,
             memory_limit=config.memory_limit,
-            dashboard_address=":0" if config.dashboard else None,
+            dashboard_address=":0",  # a free port: concurrent clusters never collide
             env=WORKER_ENVIRONMENT,
         )
     else:
