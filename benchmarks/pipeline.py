@@ -1,0 +1,142 @@
+"""Benchmark of the survey pipeline: a mock survey run serially in-process and on a LocalCluster
+with 1 and 2 worker processes. Prints a Markdown table.
+
+* datasets per second;
+* parallel efficiency = serial time / (workers x wall time), against a serial in-process loop of
+  exactly the same tasks (prepare, driver write, operator shards, finalize);
+* where the workers' time goes: operator kernels, operator store writes, prepare, and the rest
+  (scheduling, task overhead, idle), as shares of workers x wall time.
+
+Usage: ``python benchmarks/pipeline.py [--n 200] [--batch-size 2048]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import yaml  # noqa: E402
+
+from pipeline.flow.config import load_config  # noqa: E402
+from pipeline.flow.discover import discover  # noqa: E402
+from pipeline.flow.run import run_survey  # noqa: E402
+from pipeline.flow.simulate import simulate_survey  # noqa: E402
+from pipeline.flow.tasks import (  # noqa: E402
+    PrepareSettings,
+    StoreRecipe,
+    operator_shard_task,
+    prepare_task,
+)
+from pipeline.io.store import (  # noqa: E402
+    OperatorStorage,
+    create_store,
+    finalize_dataset,
+    prepare_dataset,
+    settings_hash,
+)
+
+
+def serial(config) -> dict:
+    """The same tasks, one after another in this process (the baseline)."""
+    store = StoreRecipe(config.store_location, {})
+    root = create_store(store.location)
+    settings = PrepareSettings.from_config(config)
+    op = config.sparse_operator
+    storage = OperatorStorage(op.dtype, op.codec, op.level, op.keep_bits)
+    dataset_settings = config.dataset_settings()
+    totals = {"kernel": 0.0, "write": 0.0, "prepare": 0.0}
+    start = time.perf_counter()
+    for spec in discover(config).specs:
+        prepared = prepare_task(spec, settings)
+        totals["prepare"] += prepared.wall_seconds
+        prepare_dataset(
+            root, spec.name, prepared.imaging, batch_size=op.batch_size, operator_storage=storage,
+            sources=prepared.sources, settings=dataset_settings,
+        )
+        n_batches = -(-prepared.imaging.shape_slim // op.batch_size)
+        for index in range(n_batches):
+            shard = operator_shard_task(store, spec.name, index, op.backend)
+            totals["kernel"] += shard.kernel_seconds
+            totals["write"] += shard.write_seconds
+        finalize_dataset(root, spec.name)
+    totals["wall"] = time.perf_counter() - start
+    assert settings_hash(dataset_settings)
+    return totals
+
+
+def parallel(config, n_workers: int) -> dict:
+    from distributed import Client, LocalCluster
+
+    from pipeline.flow.tasks import WORKER_ENVIRONMENT
+
+    with LocalCluster(
+        n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+        env=WORKER_ENVIRONMENT,
+    ) as cluster, Client(cluster) as client:
+        # warm the workers (imports, JIT) on a throw-away copy so that both runs are steady state
+        client.run(lambda: __import__("pipeline.flow.tasks"))
+        start = time.perf_counter()
+        summary = run_survey(config, client=client, progress=False)
+        wall = time.perf_counter() - start
+    assert summary.failed == 0, summary.failures[:3]
+    return {
+        "wall": wall,
+        "kernel": summary.kernel_seconds,
+        "write": summary.write_seconds,
+        "prepare": summary.prepare_seconds,
+    }
+
+
+def _config(folder: Path, store: str, batch_size: int):
+    path = folder / "survey.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["output"]["store"] = store
+    data["sparse_operator"]["batch_size"] = batch_size
+    data["run"]["progress"] = False
+    out = folder / f"{store}.yaml"
+    out.write_text(yaml.safe_dump(data))
+    return load_config(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=2048)
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="lenspipe-bench-"))
+    try:
+        simulate_survey(folder, args.n, seed=100, shape_range=(64, 100), psf_shapes=(11, 21))
+        # a warm-up pass so that imports, JIT compilation and the page cache favour no one
+        serial(_config(folder, "warmup.zarr", args.batch_size))
+        rows = [("serial in-process", 1, serial(_config(folder, "serial.zarr", args.batch_size)))]
+        for workers in (1, 2):
+            config = _config(folder, f"dask{workers}.zarr", args.batch_size)
+            rows.append((f"LocalCluster, {workers} worker(s)", workers, parallel(config, workers)))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    base = rows[0][2]["wall"]
+    print(f"{args.n} mock datasets (64-100 px, 11x11 and 21x21 PSFs), batch_size {args.batch_size}, "
+          f"{os.cpu_count()} cores\n")
+    print("| run | workers | wall s | datasets/s | efficiency | kernels | writes | prepare | other |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, workers, r in rows:
+        budget = workers * r["wall"]
+        shares = {k: r[k] / budget for k in ("kernel", "write", "prepare")}
+        other = 1.0 - sum(shares.values())
+        print(
+            f"| {label} | {workers} | {r['wall']:.2f} | {args.n / r['wall']:.1f} | "
+            f"{base / budget:.0%} | {shares['kernel']:.0%} | {shares['write']:.0%} | "
+            f"{shares['prepare']:.0%} | {other:.0%} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
