@@ -90,8 +90,9 @@ def test_fixture_dataset_has_a_partial_last_batch(imaging):
 def test_round_trip(store_location, imaging, dtype, codec):
     loc = store_location
     storage = OperatorStorage(dtype=dtype, codec=codec, level=3)
-    write_imaging(loc.location, "lens_0001", imaging, batch_size=BATCH,
-                  operator_storage=storage, **_kw(loc))  # fmt: skip
+    write_imaging(
+        loc.location, "lens_0001", imaging, batch_size=BATCH, operator_storage=storage, **_kw(loc)
+    )
     back = open_imaging(loc.location, "lens_0001", **_kw(loc))
 
     assert back.name == "lens_0001"
@@ -122,8 +123,14 @@ def test_round_trip(store_location, imaging, dtype, codec):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_keep_bits_bounds_the_relative_error(store_location, imaging, dtype):
     loc = store_location
-    write_imaging(loc.location, "lens", imaging, batch_size=BATCH, **_kw(loc),
-                  operator_storage=OperatorStorage(dtype=dtype, keep_bits=12))  # fmt: skip
+    write_imaging(
+        loc.location,
+        "lens",
+        imaging,
+        batch_size=BATCH,
+        **_kw(loc),
+        operator_storage=OperatorStorage(dtype=dtype, keep_bits=12),
+    )
     stored = open_operator(loc.location, "lens", **_kw(loc)).values
     # float32 storage rounds the float32 values; float64 the computed values
     exact = imaging.sparse_operator.values.astype(dtype)
@@ -369,7 +376,9 @@ def test_settings_hash():
     assert len(settings_hash(settings)) == 64
     changed = {**settings, "mask": {"radius": 3.5, "kind": "circular"}}
     assert settings_hash(changed) != settings_hash(settings)
-    assert settings_hash({"x": np.float64(0.5), "y": (1, 2)}) == settings_hash({"x": 0.5, "y": [1, 2]})
+    assert settings_hash({"x": np.float64(0.5), "y": (1, 2)}) == settings_hash(
+        {"x": 0.5, "y": [1, 2]}
+    )
 
 
 def test_sources_and_settings_are_stored(store_location, imaging, tmp_path):
@@ -378,17 +387,38 @@ def test_sources_and_settings_are_stored(store_location, imaging, tmp_path):
     for role, payload in (("data", b"SIMPLE  = T data"), ("psf", b"SIMPLE  = T psf")):
         files[role] = tmp_path / f"{role}.fits"
         files[role].write_bytes(payload)
-    sources = [Source.from_file("data", files["data"], hdu=1), Source.from_file("psf", files["psf"])]
-    settings = {"mask": {"radius": 1.0}, "sparse_operator": {"batch_size": BATCH, "dtype": "float64"}}
-    write_imaging(loc.location, "lens", imaging, batch_size=BATCH, sources=sources,
-                  settings=settings, **_kw(loc))  # fmt: skip
+    sources = [
+        Source.from_file("data", files["data"], hdu=1),
+        Source.from_file("psf", files["psf"]),
+    ]
+    settings = {
+        "mask": {"radius": 1.0},
+        "sparse_operator": {"batch_size": BATCH, "dtype": "float64"},
+    }
+    write_imaging(
+        loc.location,
+        "lens",
+        imaging,
+        batch_size=BATCH,
+        sources=sources,
+        settings=settings,
+        **_kw(loc),
+    )
     attrs = dataset_attrs(loc.location, "lens", **_kw(loc))
     assert attrs["sources"] == [
-        {"role": "data", "path": str(files["data"]), "hdu": 1,
-         "sha256": hashlib.sha256(b"SIMPLE  = T data").hexdigest()},
-        {"role": "psf", "path": str(files["psf"]), "hdu": 0,
-         "sha256": hashlib.sha256(b"SIMPLE  = T psf").hexdigest()},
-    ]  # fmt: skip
+        {
+            "role": "data",
+            "path": str(files["data"]),
+            "hdu": 1,
+            "sha256": hashlib.sha256(b"SIMPLE  = T data").hexdigest(),
+        },
+        {
+            "role": "psf",
+            "path": str(files["psf"]),
+            "hdu": 0,
+            "sha256": hashlib.sha256(b"SIMPLE  = T psf").hexdigest(),
+        },
+    ]
     assert attrs["settings"] == settings
     assert attrs["settings_hash"] == settings_hash(settings)
     assert attrs["software"]["zarr"] == zarr.__version__
