@@ -6,7 +6,9 @@ are resolved against the folder of the config file. :func:`load_config` is the o
 
 from __future__ import annotations
 
+import math
 import os
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,7 +31,7 @@ __all__ = [
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------------------------------- inputs
@@ -229,13 +231,27 @@ class Config(_Model):
     run: RunConfig = Field(default_factory=RunConfig)
     base_dir: Path = Field(Path("."), exclude=True, description="Folder of the config file.")
 
-    @field_validator("pixel_scales")
+    @field_validator("pixel_scales", mode="before")
     @classmethod
-    def _positive(cls, value):
-        values = (value,) if isinstance(value, float | int) else value
-        if value != "header" and not all(v > 0 for v in values):
-            raise ValueError("pixel scales must be positive (arcsec per pixel)")
-        return value
+    def _form(cls, value):
+        def number(v) -> bool:
+            return isinstance(v, int | float) and not isinstance(v, bool)
+
+        if isinstance(value, str) and value != "header":
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if value == "header":
+            return value
+        if number(value) or (
+            isinstance(value, list | tuple) and len(value) == 2 and all(map(number, value))
+        ):
+            values = (value,) if number(value) else value
+            if not all(v > 0 and math.isfinite(v) for v in values):
+                raise ValueError("pixel scales must be positive and finite (arcsec per pixel)")
+            return value
+        raise ValueError("must be a number, a pair [sy, sx] or 'header' (arcsec per pixel)")
 
     def path(self, value: str | os.PathLike) -> Path:
         """Resolve a path of the config against the config file's folder."""
@@ -266,7 +282,7 @@ def config_from_dict(data: dict[str, Any], base_dir: str | os.PathLike = ".") ->
     try:
         return Config.model_validate({**data, "base_dir": Path(base_dir)})
     except ValidationError as err:
-        raise ConfigError(_explain(err)) from None
+        raise ConfigError(_explain(err, data)) from None
 
 
 def load_config(path: str | os.PathLike) -> Config:
@@ -286,18 +302,64 @@ def load_config(path: str | os.PathLike) -> Config:
         raise ConfigError(f"config file '{path}':\n{err}") from None
 
 
-def _explain(err: ValidationError) -> str:
-    lines = []
+def _kinds(field: str) -> str:
+    """The ``kind`` values of a top-level union section (``mask``, ``cluster``, ...)."""
+    info = Config.model_fields.get(field)
+    kinds: list[str] = []
+    for member in typing.get_args(info.annotation) if info is not None else ():
+        kind = getattr(member, "model_fields", {}).get("kind")
+        if kind is not None:
+            kinds += [repr(k) for k in typing.get_args(kind.annotation)]
+    return ", ".join(kinds)
+
+
+def _key_path(loc: tuple, data: Any) -> str:
+    """The key path of an error as the user wrote it: pydantic's ``loc`` without the union tags
+    (``mask.circular.radius`` -> ``mask.radius``) and union member labels (``float``, ``str``)."""
+    parts: list[str] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list | tuple) and isinstance(part, int) and 0 <= part < len(node):
+            parts.append(f"[{part}]")
+            node = node[part]
+            continue
+        elif isinstance(node, dict) and node.get("kind") == part:
+            continue  # the tag of a discriminated union
+        elif not isinstance(node, dict) and isinstance(part, str):
+            continue  # a member of a plain union (int | str)
+        else:
+            node = None
+        parts.append(("." if parts else "") + str(part))
+    return "".join(parts) or "(top level)"
+
+
+def _explain(err: ValidationError, data: Any = None) -> str:
+    found: dict[str, list[str]] = {}
     for item in err.errors():
-        loc = ".".join(str(p) for p in item["loc"] if not isinstance(p, int) or True)
+        loc = _key_path(item["loc"], data)
         kind = item["type"]
+        msg = item["msg"].removeprefix("Value error, ")
+        value = item.get("input")
         if kind == "extra_forbidden":
             hint = "unknown key: remove it or check its spelling (see docs/configuration.md)"
         elif kind == "missing":
             hint = "required key is missing: add it"
-        elif kind.startswith("union_tag") or kind == "literal_error":
-            hint = f"{item['msg']}"
+        elif kind == "union_tag_invalid":
+            loc += ".kind"
+            tag, expected = item["ctx"]["tag"], item["ctx"]["expected_tags"]
+            hint = f"unknown kind {tag!r}: use one of {expected}"
+        elif kind == "union_tag_not_found":
+            loc += ".kind"
+            kinds = _kinds(loc.split(".")[0])
+            hint = "required key is missing: add it" + (f" (one of {kinds})" if kinds else "")
+        elif isinstance(value, dict):
+            hint = msg  # a check of a whole section: the message names its keys
         else:
-            hint = f"{item['msg']} (got {item.get('input')!r})"
-        lines.append(f"  {loc}: {hint}")
+            hint = f"{msg} (got {value!r})"
+        found.setdefault(loc, [])
+        if hint not in found[loc]:
+            found[loc].append(hint)
+    lines = [f"  {loc}: {'; or '.join(hints)}" for loc, hints in found.items()]
     return "invalid configuration:\n" + "\n".join(lines)

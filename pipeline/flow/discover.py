@@ -9,6 +9,7 @@ per dataset, never raised for the whole survey.
 from __future__ import annotations
 
 import csv
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,9 +62,11 @@ def discover(config: Config) -> Discovery:
         candidates = _from_mef(config, inputs)
     found = Discovery()
     seen: dict[str, DatasetSpec] = {}
+    claimed: set[str] = set()  # names of problems: a later spec must not reuse them
     for spec_or_problem in candidates:
         if isinstance(spec_or_problem, tuple):
             found.problems.append(spec_or_problem)
+            claimed.add(spec_or_problem[0])
             continue
         spec = spec_or_problem
         try:
@@ -77,6 +80,15 @@ def discover(config: Config) -> Discovery:
                     spec.name,
                     f"duplicate dataset name {spec.name!r}: {spec.data.path} and "
                     f"{seen[spec.name].data.path} both claim it; the first is kept",
+                )
+            )
+            continue
+        if spec.name in claimed:
+            found.problems.append(
+                (
+                    spec.name,
+                    f"duplicate dataset name {spec.name!r}: {spec.data.path} reuses the name of "
+                    "an invalid entry above; fix or rename one of them",
                 )
             )
             continue
@@ -106,13 +118,17 @@ def _hdu(value: str | None) -> int | str:
     return int(value) if value.lstrip("-").isdigit() else value
 
 
-def _number(value: str | None, column: str, name: str) -> float | None:
+def _number(value: str | None, column: str, *, positive: bool = False) -> float | None:
     if value is None or value.strip() == "":
         return None
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         raise ValueError(f"column {column!r} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or (positive and number <= 0):
+        kind = "a positive, finite" if positive else "a finite"
+        raise ValueError(f"column {column!r} must be {kind} number, got {value!r}")
+    return number
 
 
 def _manifest_ref(row: dict, column: str, base: Path) -> FileRef:
@@ -124,7 +140,7 @@ def _manifest_ref(row: dict, column: str, base: Path) -> FileRef:
 def _from_manifest(config: Config, inputs: ManifestInput):
     path = config.path(inputs.path)
     try:
-        handle = open(path, newline="")
+        handle = open(path, newline="", encoding="utf-8-sig")  # tolerate a BOM (Excel)
     except OSError as err:
         raise ConfigError(f"inputs.path: cannot read manifest '{path}': {err.strerror}") from None
     with handle:
@@ -139,18 +155,22 @@ def _from_manifest(config: Config, inputs: ManifestInput):
         base = path.parent
         for line, row in enumerate(reader, start=2):
             name = (row.get("name") or "").strip()
-
+            label = name or f"line {line}"
+            empty = [c for c in ("data", "noise_map", "psf") if not (row.get(c) or "").strip()]
+            if empty:
+                yield (label, f"manifest '{path}' line {line}: empty column(s) {empty}")
+                continue
             try:
-                radius = _number(row.get("mask_radius"), "mask_radius", name)
-                cy = _number(row.get("mask_centre_y"), "mask_centre_y", name)
-                cx = _number(row.get("mask_centre_x"), "mask_centre_x", name)
-                scale = _number(row.get("pixel_scale"), "pixel_scale", name)
+                radius = _number(row.get("mask_radius"), "mask_radius", positive=True)
+                cy = _number(row.get("mask_centre_y"), "mask_centre_y")
+                cx = _number(row.get("mask_centre_x"), "mask_centre_x")
+                scale = _number(row.get("pixel_scale"), "pixel_scale", positive=True)
             except ValueError as err:
-                yield (name or f"line {line}", f"manifest '{path}' line {line}: {err}")
+                yield (label, f"manifest '{path}' line {line}: {err}")
                 continue
             if (cy is None) != (cx is None):
                 yield (
-                    name,
+                    label,
                     f"manifest '{path}' line {line}: give both mask_centre_y and mask_centre_x",
                 )
                 continue

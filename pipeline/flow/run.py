@@ -126,7 +126,8 @@ def plan_run(config: Config, root, *, overwrite: bool = False) -> RunPlan:
     existing = _existing(root)
     for spec in found.specs:
         attrs = existing.get(spec.name)
-        if attrs is None or overwrite or attrs.get("status") == FAILED:
+        if attrs is None or overwrite or attrs.get("status") in (None, FAILED):
+            # no status: the driver died while writing it; failed: inputs may have been fixed
             plan.to_prepare.append(spec)
             continue
         if attrs.get("settings_hash") != expected:

@@ -56,6 +56,8 @@ def simulate_survey(
     """Write ``n`` mock lenses to ``out/<name>/{data,noise_map,psf}.fits`` with
     ``out/manifest.csv`` and ``out/survey.yaml`` (store ``out/survey.zarr``); returns the config
     path. Lens ``i`` is deterministic in ``seed + i``."""
+    if n < 1:
+        raise ValueError(f"simulate_survey needs at least one lens, got n={n}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
