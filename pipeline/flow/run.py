@@ -31,6 +31,7 @@ from pipeline.flow.tasks import (
     operator_shard_task,
     prepare_task,
 )
+from pipeline.io.lock import acquire_run_lock
 from pipeline.io.store import (
     COMPLETE,
     FAILED,
@@ -197,36 +198,45 @@ def run_survey(
     """
     store = StoreRecipe(config.store_location, dict(config.output.storage_options))
     root = create_store(store.location, storage_options=store.storage_options or None)
-    plan = plan_run(config, root, overwrite=overwrite)
-    if plan.conflicts:
-        raise ConfigError(
-            f"{len(plan.conflicts)} dataset(s) in {store.location} were prepared with different "
-            f"settings (first: {plan.conflicts[:5]}); rerun with --overwrite to replace them, or "
-            "choose another output.store"
-        )
-    if client is None and (plan.to_prepare or plan.to_resume):
-        from pipeline.flow.cluster import cluster_client
+    run_id = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    lock = acquire_run_lock(root, run_id)
+    try:
+        plan = plan_run(config, root, overwrite=overwrite)
+        if plan.conflicts:
+            raise ConfigError(
+                f"{len(plan.conflicts)} dataset(s) in {store.location} were prepared with "
+                f"different settings (first: {plan.conflicts[:5]}); rerun with --overwrite to "
+                "replace them, or choose another output.store"
+            )
+        with contextlib.ExitStack() as stack:
+            if client is None and (plan.to_prepare or plan.to_resume):
+                from pipeline.flow.cluster import cluster_client
 
-        with cluster_client(config.cluster) as new_client:
-            return run_survey(config, client=new_client, overwrite=overwrite, progress=progress)
-    report = contextlib.nullcontext()
-    if config.run.performance_report:
-        from distributed import performance_report
+                client = stack.enter_context(cluster_client(config.cluster))
+            if config.run.performance_report and client is not None:
+                from distributed import performance_report
 
-        report = performance_report(filename=str(config.path(config.run.performance_report)))
-    with report:
-        return _Driver(config, client, root, store, plan, progress).run()
+                path = str(config.path(config.run.performance_report))
+                stack.enter_context(performance_report(filename=path))
+            return _Driver(config, client, root, store, plan, progress, run_id, lock).run()
+    finally:
+        lock.release()
 
 
 class _Driver:
-    def __init__(self, config: Config, client, root, store: StoreRecipe, plan: RunPlan, progress):
-        self.config, self.client, self.root, self.store, self.plan = (
-            config,
-            client,
-            root,
-            store,
-            plan,
-        )
+    def __init__(
+        self,
+        config: Config,
+        client,
+        root,
+        store: StoreRecipe,
+        plan: RunPlan,
+        progress,
+        run_id,
+        lock,
+    ):
+        self.config, self.client, self.root, self.store = config, client, root, store
+        self.plan, self.lock = plan, lock
         self.settings = config.dataset_settings()
         self.hash = settings_hash(self.settings)[:12]
         self.prepare_settings = PrepareSettings.from_config(config)
@@ -241,9 +251,7 @@ class _Driver:
             + len(plan.problems)
         )
         self.summary = RunSummary(
-            run_id=_dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-            + "-"
-            + uuid.uuid4().hex[:6],
+            run_id=run_id,
             store=store.location,
             started=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             datasets_total=n_datasets,
@@ -404,6 +412,7 @@ class _Driver:
             self._fill(pending)
             for future in pending:
                 self.in_flight -= 1
+                self.lock.heartbeat()
                 self._on_done(future)
                 future.release()
                 self._fill(pending)

@@ -1,0 +1,137 @@
+"""A run lock inside the store: one writer (driver) per store at a time.
+
+The lock is a small JSON object ``lenspipe.lock`` at the store root (beside ``zarr.json``, not a
+Zarr node) holding the owner's run id, host, pid and a heartbeat time. Acquiring writes it only if
+absent (an exclusive create on local disks) and then reads it back: on object stores, where a
+create-if-absent is not atomic, two drivers racing for the lock both write, and only the one whose
+token survives the read-back after a short settle time holds it.
+
+Stale-lock rule: a lock whose heartbeat is older than ``stale_after`` seconds, or whose owner is a
+dead process on this host, may be taken over (the new owner logs it). The driver refreshes the
+heartbeat while it runs and removes the lock when it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+
+import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+
+from pipeline.exc import StoreError
+
+__all__ = ["RunLock", "acquire_run_lock"]
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAME = "lenspipe.lock"
+
+
+def _key(root: zarr.Group) -> str:
+    return f"{root.path}/{LOCK_NAME}" if root.path else LOCK_NAME
+
+
+def _read(root: zarr.Group) -> dict | None:
+    buffer = sync(root.store.get(_key(root), prototype=default_buffer_prototype()))
+    if buffer is None:
+        return None
+    try:
+        return json.loads(buffer.to_bytes())
+    except ValueError:
+        return {"corrupt": True}
+
+
+def _write(root: zarr.Group, content: dict, *, exclusive: bool) -> bool:
+    buffer = default_buffer_prototype().buffer.from_bytes(json.dumps(content).encode())
+    if exclusive:
+        before = sync(root.store.exists(_key(root)))
+        sync(root.store.set_if_not_exists(_key(root), buffer))
+        return not before
+    sync(root.store.set(_key(root), buffer))
+    return True
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stale(content: dict, stale_after: float) -> bool:
+    if content.get("corrupt"):
+        return True
+    if content.get("host") == socket.gethostname() and not _process_alive(
+        int(content.get("pid", 0))
+    ):
+        return True
+    return time.time() - float(content.get("heartbeat", 0.0)) > stale_after
+
+
+@dataclass
+class RunLock:
+    """A held lock; refresh with :meth:`heartbeat`, drop with :meth:`release`."""
+
+    root: zarr.Group
+    content: dict
+    interval: float = 10.0
+    _last: float = 0.0
+
+    def heartbeat(self, force: bool = False) -> None:
+        now = time.time()
+        if force or now - self._last >= self.interval:
+            self.content["heartbeat"] = now
+            _write(self.root, self.content, exclusive=False)
+            self._last = now
+
+    def release(self) -> None:
+        current = _read(self.root)
+        if current is not None and current.get("token") == self.content["token"]:
+            sync(self.root.store.delete(_key(self.root)))
+
+
+def acquire_run_lock(
+    root: zarr.Group, run_id: str, *, stale_after: float = 120.0, settle: float = 0.2
+) -> RunLock:
+    """Take the store's run lock or raise :class:`StoreError` naming its holder."""
+    content = {
+        "run_id": run_id,
+        "token": uuid.uuid4().hex,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "acquired": time.time(),
+        "heartbeat": time.time(),
+    }
+    current = _read(root)
+    if current is not None:
+        if not _stale(current, stale_after):
+            age = time.time() - float(current.get("heartbeat", 0.0))
+            raise StoreError(
+                f"the store is in use by run {current.get('run_id')} (host {current.get('host')}, "
+                f"pid {current.get('pid')}, last heartbeat {age:.0f} s ago); wait for it to "
+                f"finish. A lock without heartbeat for {stale_after:.0f} s is treated as stale"
+            )
+        logger.warning("taking over the stale run lock of run %s", current.get("run_id"))
+        _write(root, content, exclusive=False)
+    elif not _write(root, content, exclusive=True):
+        return acquire_run_lock(root, run_id, stale_after=stale_after, settle=settle)
+    time.sleep(settle)  # object stores: let a racing writer's lock land before the read-back
+    held = _read(root)
+    if held is None or held.get("token") != content["token"]:
+        raise StoreError(
+            f"the store's run lock was taken by run {held and held.get('run_id')} at the same time; "
+            "try again once it has finished"
+        )
+    lock = RunLock(root, content)
+    lock.heartbeat(force=True)
+    return lock
