@@ -36,6 +36,8 @@ def _jobqueue_cluster(config: JobqueueCluster):
     prologue = [f"export {k}='{v}'" for k, v in WORKER_ENVIRONMENT.items()]
     options["job_script_prologue"] = [*prologue, *options.get("job_script_prologue", [])]
     options.setdefault("processes", options.get("cores", 1))
+    # a free port for the scheduler's dashboard: never collide with another cluster on 8787
+    options.setdefault("scheduler_options", {}).setdefault("dashboard_address", ":0")
     try:
         return cls(**options)
     except TypeError as err:

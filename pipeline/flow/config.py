@@ -172,6 +172,15 @@ class OperatorConfig(_Model):
     keep_bits: int | None = Field(None, ge=1, le=52)
     enabled: bool = Field(True, description="Set false to prepare datasets without W.")
 
+    @model_validator(mode="after")
+    def _storage(self) -> OperatorConfig:
+        # caught here, not when the first operator batch fails to write
+        if self.codec == "lz4" and self.level > 9:
+            raise ValueError(f"level {self.level} is too high for codec lz4: use 0-9 (zstd: 0-22)")
+        if self.keep_bits is not None and self.dtype == "float32" and self.keep_bits > 23:
+            raise ValueError(f"keep_bits {self.keep_bits} exceeds the 23 mantissa bits of float32")
+        return self
+
 
 class OutputConfig(_Model):
     store: str = Field(description="Local path or fsspec URL (s3://bucket/survey.zarr).")

@@ -408,8 +408,10 @@ class _Driver:
                 self._complete(name)
             for name, missing in self.plan.to_resume.items():
                 self._queue_shards(name, missing)
-            pending = as_completed([], with_results=False)
-            self._fill(pending)
+            # nothing to submit (a plain resume of a complete store): no client was started
+            pending = as_completed([], with_results=False) if self.client is not None else []
+            if self.client is not None:
+                self._fill(pending)
             for future in pending:
                 self.in_flight -= 1
                 self.lock.heartbeat()
