@@ -15,9 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+# this file is named like the package: keep its own folder off the import path
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[_var] = "1"
@@ -36,9 +40,10 @@ from pipeline.flow.tasks import (  # noqa: E402
 )
 from pipeline.io.store import (  # noqa: E402
     OperatorStorage,
+    begin_dataset,
     create_store,
     finalize_dataset,
-    prepare_dataset,
+    record_prepared,
     settings_hash,
 )
 
@@ -49,20 +54,21 @@ def serial(config) -> dict:
     root = create_store(store.location)
     settings = PrepareSettings.from_config(config)
     op = config.sparse_operator
-    storage = OperatorStorage(op.dtype, op.codec, op.level, op.keep_bits)
+    storage = OperatorStorage(op.dtype, op.codec, op.level, op.keep_bits, op.shuffle)
     dataset_settings = config.dataset_settings()
     totals = {"kernel": 0.0, "write": 0.0, "prepare": 0.0}
     start = time.perf_counter()
     for spec in discover(config).specs:
-        prepared = prepare_task(spec, settings)
+        begin_dataset(root, spec.name)
+        prepared = prepare_task(spec, settings, store, op.batch_size, storage)
         totals["prepare"] += prepared.wall_seconds
-        prepare_dataset(
-            root, spec.name, prepared.imaging, batch_size=op.batch_size, operator_storage=storage,
-            sources=prepared.sources, settings=dataset_settings,
+        record_prepared(
+            root, spec.name, prepared.metadata, sources=prepared.sources, settings=dataset_settings
         )
-        n_batches = -(-prepared.imaging.shape_slim // op.batch_size)
-        for index in range(n_batches):
-            shard = operator_shard_task(store, spec.name, index, op.backend)
+        for index in range(prepared.n_batches):
+            shard = operator_shard_task(
+                store, spec.name, index, op.backend, prepared.metadata["token"]
+            )
             totals["kernel"] += shard.kernel_seconds
             totals["write"] += shard.write_seconds
         finalize_dataset(root, spec.name)
@@ -76,10 +82,16 @@ def parallel(config, n_workers: int) -> dict:
 
     from pipeline.flow.tasks import WORKER_ENVIRONMENT
 
-    with LocalCluster(
-        n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-        env=WORKER_ENVIRONMENT,
-    ) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            env=WORKER_ENVIRONMENT,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         # warm the workers (imports, JIT) on a throw-away copy so that both runs are steady state
         client.run(lambda: __import__("pipeline.flow.tasks"))
         start = time.perf_counter()
@@ -123,9 +135,13 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
     base = rows[0][2]["wall"]
-    print(f"{args.n} mock datasets (64-100 px, 11x11 and 21x21 PSFs), batch_size {args.batch_size}, "
-          f"{os.cpu_count()} cores\n")
-    print("| run | workers | wall s | datasets/s | efficiency | kernels | writes | prepare | other |")
+    print(
+        f"{args.n} mock datasets (64-100 px, 11x11 and 21x21 PSFs), batch_size {args.batch_size}, "
+        f"{os.cpu_count()} cores\n"
+    )
+    print(
+        "| run | workers | wall s | datasets/s | efficiency | kernels | writes | prepare | other |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for label, workers, r in rows:
         budget = workers * r["wall"]

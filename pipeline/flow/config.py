@@ -168,8 +168,9 @@ class OperatorConfig(_Model):
     batch_size: int = Field(2048, ge=1, description="Rows (unmasked pixels) per operator task.")
     dtype: Literal["float64", "float32"] = "float64"
     codec: Literal["lz4", "zstd", "none"] = "lz4"
-    level: int = Field(5, ge=0, le=22)
-    keep_bits: int | None = Field(None, ge=1, le=52)
+    level: int = Field(1, ge=0, le=22, description="lz4 0-9, zstd 0-22")
+    keep_bits: int | None = Field(None, ge=1, le=52, description="Mantissa bits kept (lossy).")
+    shuffle: bool = Field(False, description="Byte-shuffle before lz4 (slower, ~2% smaller).")
     enabled: bool = Field(True, description="Set false to prepare datasets without W.")
 
     @model_validator(mode="after")

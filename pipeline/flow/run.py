@@ -38,10 +38,11 @@ from pipeline.io.store import (
     PREPARED,
     OperatorStorage,
     batches_done,
+    begin_dataset,
     create_store,
     finalize_dataset,
     mark_failed,
-    prepare_dataset,
+    record_prepared,
     settings_hash,
 )
 
@@ -54,6 +55,7 @@ class RunPlan:
 
     to_prepare: list[DatasetSpec] = field(default_factory=list)
     to_resume: dict[str, list[int]] = field(default_factory=dict)
+    tokens: dict[str, str | None] = field(default_factory=dict)
     to_finalize: list[str] = field(default_factory=list)
     skipped_complete: list[str] = field(default_factory=list)
     batches_already_done: int = 0
@@ -143,6 +145,7 @@ def plan_run(config: Config, root, *, overwrite: bool = False) -> RunPlan:
             missing = [int(i) for i in (~done).nonzero()[0]]
             if missing:
                 plan.to_resume[spec.name] = missing
+                plan.tokens[spec.name] = attrs.get("token")
             else:
                 plan.to_finalize.append(spec.name)
         elif status == PREPARED:
@@ -242,7 +245,7 @@ class _Driver:
         self.prepare_settings = PrepareSettings.from_config(config)
         op = config.sparse_operator
         self.operator = op if op.enabled else None
-        self.storage = OperatorStorage(op.dtype, op.codec, op.level, op.keep_bits)
+        self.storage = OperatorStorage(op.dtype, op.codec, op.level, op.keep_bits, op.shuffle)
         n_datasets = (
             len(plan.to_prepare)
             + len(plan.to_resume)
@@ -268,6 +271,7 @@ class _Driver:
         self.shard_queue: deque[tuple[str, int]] = deque()
         self.in_flight = 0
         self.task_names: dict[str, str] = {}
+        self.tokens: dict[str, str | None] = dict(plan.tokens)
 
     # -------------------------------------------------------------------------------- outcomes
     def _fail(self, name: str, message: str, *, record: bool = True) -> None:
@@ -281,9 +285,11 @@ class _Driver:
             mark_failed(self.root, name, message)
         self.progress.dataset_done()
 
-    def _complete(self, name: str) -> None:
+    def _complete(self, name: str, *, verify_markers: bool = False) -> None:
         try:
-            finalize_dataset(self.root, name, timings=self.timings.get(name))
+            finalize_dataset(
+                self.root, name, timings=self.timings.get(name), verify_markers=verify_markers
+            )
         except StoreError as err:
             self._fail(name, str(err))
             return
@@ -308,6 +314,7 @@ class _Driver:
                 name,
                 index,
                 self.operator.backend,
+                self.tokens.get(name),
                 key=f"op-{name}-{self.hash}-{index}",
                 retries=self.config.run.retries,
                 pure=False,
@@ -317,10 +324,18 @@ class _Driver:
             return True
         if self.prepare_queue:
             spec = self.prepare_queue.popleft()
+            try:
+                begin_dataset(self.root, spec.name, overwrite=True)
+            except StoreError as err:
+                self._fail(spec.name, f"dataset {spec.name!r}: {err}", record=False)
+                return self._submit_next(pending)
             future = self.client.submit(
                 prepare_task,
                 spec,
                 self.prepare_settings,
+                self.store,
+                self.operator.batch_size if self.operator else None,
+                self.storage,
                 key=f"prepare-{spec.name}-{self.hash}",
                 retries=self.config.run.retries,
                 pure=False,
@@ -340,17 +355,9 @@ class _Driver:
         self.summary.cpu_seconds += result.cpu_seconds
         self.summary.prepare_seconds += result.cpu_seconds
         self.timings[name] = {"prepare_seconds": result.wall_seconds}
-        batch_size = self.operator.batch_size if self.operator else None
         try:
-            prepare_dataset(
-                self.root,
-                name,
-                result.imaging,
-                batch_size=batch_size,
-                operator_storage=self.storage,
-                sources=result.sources,
-                settings=self.settings,
-                overwrite=True,
+            record_prepared(
+                self.root, name, result.metadata, sources=result.sources, settings=self.settings
             )
         except StoreError as err:
             self._fail(name, f"dataset {name!r}: {err}")
@@ -358,8 +365,8 @@ class _Driver:
         if self.operator is None:
             self._complete(name)
             return
-        n_batches = -(-result.imaging.shape_slim // batch_size)
-        self._queue_shards(name, list(range(n_batches)))
+        self.tokens[name] = result.metadata.get("token")
+        self._queue_shards(name, list(range(result.n_batches)))
 
     def _on_shard(self, result: ShardResult) -> None:
         name = result.name
@@ -405,7 +412,7 @@ class _Driver:
             for _ in self.plan.skipped_complete:
                 self.progress.dataset_done()
             for name in self.plan.to_finalize:
-                self._complete(name)
+                self._complete(name, verify_markers=True)
             for name, missing in self.plan.to_resume.items():
                 self._queue_shards(name, missing)
             # nothing to submit (a plain resume of a complete store): no client was started
