@@ -9,9 +9,11 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import dask
+
 from pipeline.exc import ClusterError, ConfigError
 from pipeline.flow.config import AddressCluster, JobqueueCluster, LocalClusterConfig
-from pipeline.flow.tasks import WORKER_ENVIRONMENT
+from pipeline.flow.tasks import WORKER_DASK_CONFIG, WORKER_ENVIRONMENT
 
 __all__ = ["cluster_client", "job_script", "default_n_workers"]
 
@@ -76,14 +78,16 @@ def cluster_client(
         return
 
     if isinstance(config, LocalClusterConfig):
-        cluster = LocalCluster(
-            n_workers=config.n_workers or default_n_workers(),
-            threads_per_worker=1,
-            processes=True,
-            memory_limit=config.memory_limit,
-            dashboard_address=":0",  # a free port: concurrent clusters never collide
-            env=WORKER_ENVIRONMENT,
-        )
+        # the nannies live in this process and hand their config to the workers they start
+        with dask.config.set(WORKER_DASK_CONFIG):
+            cluster = LocalCluster(
+                n_workers=config.n_workers or default_n_workers(),
+                threads_per_worker=1,
+                processes=True,
+                memory_limit=config.memory_limit,
+                dashboard_address=":0",  # a free port: concurrent clusters never collide
+                env=WORKER_ENVIRONMENT,
+            )
     else:
         cluster = _jobqueue_cluster(config)
         cluster.scale(jobs=config.jobs)
