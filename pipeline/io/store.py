@@ -17,9 +17,12 @@ Layout (schema version 1)::
           batches_done            uint8 (n_batches,), chunks (1,): the completion marker of each
                                   batch, written after that batch's values
 
-Concurrency contract: only the driver creates groups, arrays and attributes
-(:func:`prepare_dataset`, :func:`finalize_dataset`, :func:`mark_failed`); a task only writes whole
-chunks of arrays that exist (:func:`write_operator_batch`): the rows of its batch, then its marker
+Concurrency contract: only the driver creates the store and dataset groups and writes attributes
+(:func:`create_store`, :func:`begin_dataset`, :func:`record_prepared`, :func:`finalize_dataset`,
+:func:`mark_failed`); a dataset's prepare task fills that dataset's own group
+(:func:`write_dataset_arrays`) before the driver records it prepared (a change from DESIGN §5,
+argued in docs/store-schema.md); an operator task only writes whole chunks of arrays that exist
+(:func:`write_operator_batch`): the rows of its batch, then its marker
 (a one-element chunk, so markers never share a chunk). A chunk's presence never proves completion
 (Zarr does not store chunks equal to the fill value): the markers do. ``status`` moves
 ``prepared`` -> ``complete`` (or ``failed``, with the error); readers refuse datasets that are not
