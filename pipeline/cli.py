@@ -188,6 +188,64 @@ def inspect(store: str, name: str | None) -> None:
 
 
 @cli.command()
+@click.argument("store")
+@click.argument("name", required=False)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Image file to write (PNG; .pdf and .svg work too).",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["dataset", "operator", "survey"]),
+    default=None,
+    help="dataset: data, noise, S/N, PSF, mask, over-sampling; operator: a row of W, the band, "
+    "a curvature matrix; survey: statuses, sizes, times. Default: dataset if NAME is given, "
+    "else survey.",
+)
+@click.option(
+    "--pixel",
+    nargs=2,
+    type=int,
+    default=None,
+    metavar="ROW COL",
+    help="operator: the pixel whose row of W is shown (default: the central unmasked pixel).",
+)
+@click.option("--dpi", type=click.IntRange(30, 600), default=120, show_default=True)
+def plot(
+    store: str,
+    name: str | None,
+    output: Path,
+    kind: str | None,
+    pixel: tuple[int, int] | None,
+    dpi: int,
+) -> None:
+    """Draw dataset NAME of STORE (or the whole survey) into an image file."""
+    from pipeline import plots
+
+    kind = kind or ("dataset" if name else "survey")
+    if kind == "survey":
+        figure = plots.survey_overview(store)
+    else:
+        if name is None:
+            raise click.UsageError(
+                f"--kind {kind} needs the dataset NAME (lenspipe status {store})"
+            )
+        from pipeline.io.store import open_imaging
+
+        imaging = open_imaging(store, name)
+        if kind == "dataset":
+            figure = plots.dataset_panel(imaging)
+        else:
+            figure = plots.operator_panel(imaging, pixel=pixel or None)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output, dpi=dpi)
+    click.echo(f"wrote {output}")
+
+
+@cli.command()
 @click.option(
     "--out",
     "out",

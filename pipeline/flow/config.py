@@ -27,6 +27,8 @@ __all__ = [
     "MefInput",
     "load_config",
     "config_from_dict",
+    "operator_batch_rows",
+    "operator_row_bytes",
 ]
 
 
@@ -165,7 +167,17 @@ class OperatorConfig(_Model):
     """The sparse operator: backend, rows per task, storage."""
 
     backend: Literal["numpy", "numba", "jax"] = "numpy"
-    batch_size: int = Field(2048, ge=1, description="Rows (unmasked pixels) per operator task.")
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        2048,
+        description="Rows (unmasked pixels) per operator task, or 'auto': as many as fit in "
+        "memory_budget_mb (see operator_batch_rows).",
+    )
+    memory_budget_mb: float | None = Field(
+        None,
+        gt=0,
+        description="Memory for one operator task when batch_size is 'auto' (MiB). Default: a "
+        "quarter of cluster.memory_limit for a local cluster with an explicit limit, else 512.",
+    )
     dtype: Literal["float64", "float32"] = "float64"
     codec: Literal["lz4", "zstd", "none"] = "lz4"
     level: int = Field(1, ge=0, le=22, description="lz4 0-9, zstd 0-22")
@@ -225,6 +237,11 @@ class RunConfig(_Model):
     retries: int = Field(2, ge=0, description="Retries of a failed task (worker loss counts).")
     max_tasks_in_flight: int = Field(64, ge=1, description="Bound on submitted, unfinished tasks.")
     progress: bool = True
+    verify: bool = Field(
+        False,
+        description="Also decode every operator chunk of complete datasets and recompute damaged "
+        "batches (reads the whole store; by default only resumed datasets are checked).",
+    )
     performance_report: str | None = Field(None, description="Write a Dask HTML report here.")
 
 
@@ -281,8 +298,53 @@ class Config(_Model):
             "pixel_scales": self.pixel_scales,
             "mask": self.mask.model_dump(mode="json"),
             "over_sampling": self.over_sampling.model_dump(mode="json"),
-            "sparse_operator": self.sparse_operator.model_dump(mode="json"),
+            # the budget only groups rows into tasks (each dataset stores its batch size): not
+            # a setting of the result, and leaving it out keeps older stores' hashes valid
+            "sparse_operator": self.sparse_operator.model_dump(
+                mode="json", exclude={"memory_budget_mb"}
+            ),
         }
+
+    def operator_memory_budget(self) -> int:
+        """Bytes one operator task may use when ``sparse_operator.batch_size`` is ``'auto'``:
+        ``memory_budget_mb``, else a quarter of an explicit local ``cluster.memory_limit`` (a
+        worker also holds ~150-250 MB of libraries, and Dask's nanny kills it at 95% of the
+        limit), else 512 MiB."""
+        if self.sparse_operator.memory_budget_mb is not None:
+            return int(self.sparse_operator.memory_budget_mb * 2**20)
+        cluster = self.cluster
+        if isinstance(cluster, LocalClusterConfig) and cluster.memory_limit not in ("auto", ""):
+            from dask.utils import parse_bytes
+
+            try:
+                limit = parse_bytes(cluster.memory_limit)
+            except ValueError:
+                limit = 0
+            if limit > 0:
+                return limit // 4
+        return DEFAULT_MEMORY_BUDGET
+
+
+DEFAULT_MEMORY_BUDGET = 512 * 2**20
+MIN_BATCH_ROWS, MAX_BATCH_ROWS = 64, 65536
+
+
+def operator_row_bytes(kernel_shape: tuple[int, int]) -> int:
+    """Peak bytes per operator row of one task (numpy and numba backends): the float64 output
+    row (``n_offsets * 8``), the gathered inverse-variance patch (``ky * kx * 8``), and three more
+    output-sized buffers while writing (Zarr's chunk buffer, the compressed bytes, the checksummed
+    copy). Measured peak for a 21x21 PSF: ~30 kB per row; this gives 37 kB."""
+    ky, kx = (int(k) for k in kernel_shape)
+    n_offsets = ((2 * ky - 1) * (2 * kx - 1) + 1) // 2
+    return 4 * n_offsets * 8 + ky * kx * 8
+
+
+def operator_batch_rows(kernel_shape: tuple[int, int], n_pixels: int, budget_bytes: int) -> int:
+    """Rows per operator batch that fit ``budget_bytes``: ``budget // operator_row_bytes``,
+    clamped to [64, 65536] and to the dataset's pixel count (one batch for a small dataset)."""
+    rows = int(budget_bytes) // operator_row_bytes(kernel_shape)
+    rows = min(max(rows, MIN_BATCH_ROWS), MAX_BATCH_ROWS)
+    return max(1, min(rows, int(n_pixels)))
 
 
 def config_from_dict(data: dict[str, Any], base_dir: str | os.PathLike = ".") -> Config:

@@ -6,6 +6,12 @@ and keeps at most ``run.max_tasks_in_flight`` tasks submitted, so a survey of 10
 never becomes one giant graph. Operator shards of prepared datasets go before new prepares, so few
 datasets are half-done at any time. Each task has a deterministic key and ``run.retries`` retries
 (a lost worker's tasks are recomputed; writes are idempotent).
+
+Resume trusts a batch only if its completion marker is set *and*, for datasets left ``prepared``
+by an interrupted run, its values chunk decodes (crc32c): damaged batches are recomputed and
+counted. Complete datasets are not re-read by default (reading every chunk of 100,000 datasets
+on every re-run would cost as much as writing them); ``run.verify: true`` (or
+``run_survey(..., verify=True)``) decodes them too and recomputes what is damaged.
 """
 
 from __future__ import annotations
@@ -19,10 +25,13 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from pipeline.exc import ConfigError, StoreError
 from pipeline.flow.config import Config
 from pipeline.flow.discover import DatasetSpec, discover
 from pipeline.flow.tasks import (
+    AutoBatchSize,
     PrepareResult,
     PrepareSettings,
     ShardResult,
@@ -40,10 +49,14 @@ from pipeline.io.store import (
     batches_done,
     begin_dataset,
     create_store,
+    damaged_batches,
     finalize_dataset,
     mark_failed,
     record_prepared,
+    reopen_dataset,
+    reset_batches,
     settings_hash,
+    verify_dataset,
 )
 
 __all__ = ["RunPlan", "RunSummary", "plan_run", "run_survey"]
@@ -61,6 +74,8 @@ class RunPlan:
     batches_already_done: int = 0
     problems: list[tuple[str, str]] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
+    damaged: dict[str, list[int]] = field(default_factory=dict)
+    reopen: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -77,6 +92,7 @@ class RunSummary:
     resumed: int = 0
     shards_computed: int = 0
     shards_skipped: int = 0
+    shards_damaged: int = 0
     cpu_seconds: float = 0.0
     prepare_seconds: float = 0.0
     kernel_seconds: float = 0.0
@@ -101,6 +117,7 @@ class RunSummary:
             ("failed", self.failed),
             ("operator batches computed", self.shards_computed),
             ("operator batches skipped (done before)", self.shards_skipped),
+            ("operator batches found damaged (redone)", self.shards_damaged),
             ("task CPU time [s]", f"{self.cpu_seconds:.1f}"),
             ("  prepare [s]", f"{self.prepare_seconds:.1f}"),
             ("  operator kernels [s]", f"{self.kernel_seconds:.1f}"),
@@ -121,8 +138,13 @@ def _existing(root) -> dict[str, dict]:
     return {key: dict(datasets[key].attrs) for key in datasets.group_keys()}
 
 
-def plan_run(config: Config, root, *, overwrite: bool = False) -> RunPlan:
-    """Decide per dataset: prepare, resume missing batches, finalize, or skip."""
+def plan_run(config: Config, root, *, overwrite: bool = False, verify: bool = False) -> RunPlan:
+    """Decide per dataset: prepare, resume missing batches, finalize, or skip (reads, never
+    writes, the store).
+
+    A batch of a ``prepared`` dataset is done if its marker is set and its values chunk decodes;
+    ``verify`` also decodes every chunk of ``complete`` datasets, which are reopened to recompute
+    damaged batches."""
     found = discover(config)
     plan = RunPlan(problems=list(found.problems))
     expected = settings_hash(config.dataset_settings())
@@ -137,10 +159,27 @@ def plan_run(config: Config, root, *, overwrite: bool = False) -> RunPlan:
             plan.conflicts.append(spec.name)
             continue
         status = attrs.get("status")
-        if status == COMPLETE:
+        has_operator = "sparse_operator" in root["datasets"][spec.name]
+        if status == COMPLETE and verify and has_operator:
+            bad = verify_dataset(root, spec.name)
+            if bad:
+                n_batches = int(root["datasets"][spec.name]["sparse_operator"].attrs["n_batches"])
+                plan.batches_already_done += n_batches - len(bad)
+                plan.to_resume[spec.name] = bad
+                plan.tokens[spec.name] = attrs.get("token")
+                plan.damaged[spec.name] = bad
+                plan.reopen.append(spec.name)
+            else:
+                plan.skipped_complete.append(spec.name)
+        elif status == COMPLETE:
             plan.skipped_complete.append(spec.name)
-        elif status == PREPARED and "sparse_operator" in root["datasets"][spec.name]:
+        elif status == PREPARED and has_operator:
             done = batches_done(root, spec.name)
+            # a marker without a decodable chunk (torn or lost write) is not trusted
+            damaged = sorted(damaged_batches(root, spec.name, np.flatnonzero(done).tolist()))
+            if damaged:
+                plan.damaged[spec.name] = damaged
+                done[damaged] = False
             plan.batches_already_done += int(done.sum())
             missing = [int(i) for i in (~done).nonzero()[0]]
             if missing:
@@ -193,18 +232,22 @@ def run_survey(
     client: Any = None,
     overwrite: bool = False,
     progress: bool | None = None,
+    verify: bool | None = None,
 ) -> RunSummary:
     """Run (or resume) the survey described by ``config``; returns the summary.
 
-    Raises :class:`ConfigError` before submitting anything if datasets in the store were made
-    with different settings (unless ``overwrite``).
+    ``verify`` (default ``config.run.verify``): also decode every operator chunk of complete
+    datasets and recompute damaged batches. Raises :class:`ConfigError` before submitting
+    anything if datasets in the store were made with different settings (unless ``overwrite``),
+    and :class:`StoreError` if another run holds the store's lock.
     """
     store = StoreRecipe(config.store_location, dict(config.output.storage_options))
     root = create_store(store.location, storage_options=store.storage_options or None)
     run_id = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-    lock = acquire_run_lock(root, run_id)
+    lock = acquire_run_lock(root, run_id).start_heartbeat()
     try:
-        plan = plan_run(config, root, overwrite=overwrite)
+        verify = config.run.verify if verify is None else verify
+        plan = plan_run(config, root, overwrite=overwrite, verify=verify)
         if plan.conflicts:
             raise ConfigError(
                 f"{len(plan.conflicts)} dataset(s) in {store.location} were prepared with "
@@ -245,6 +288,13 @@ class _Driver:
         self.prepare_settings = PrepareSettings.from_config(config)
         op = config.sparse_operator
         self.operator = op if op.enabled else None
+        self.batch_size: int | AutoBatchSize | None = None
+        if self.operator is not None:
+            self.batch_size = (
+                AutoBatchSize(config.operator_memory_budget())
+                if op.batch_size == "auto"
+                else op.batch_size
+            )
         self.storage = OperatorStorage(op.dtype, op.codec, op.level, op.keep_bits, op.shuffle)
         n_datasets = (
             len(plan.to_prepare)
@@ -261,6 +311,7 @@ class _Driver:
             skipped_complete=len(plan.skipped_complete),
             resumed=len(plan.to_resume) + len(plan.to_finalize),
             shards_skipped=plan.batches_already_done,
+            shards_damaged=sum(len(v) for v in plan.damaged.values()),
         )
         show = config.run.progress if progress is None else progress
         self.progress = _Progress(show, n_datasets)
@@ -334,7 +385,7 @@ class _Driver:
                 spec,
                 self.prepare_settings,
                 self.store,
-                self.operator.batch_size if self.operator else None,
+                self.batch_size,
                 self.storage,
                 key=f"prepare-{spec.name}-{self.hash}",
                 retries=self.config.run.retries,
@@ -413,6 +464,11 @@ class _Driver:
                 self.progress.dataset_done()
             for name in self.plan.to_finalize:
                 self._complete(name, verify_markers=True)
+            for name, damaged in self.plan.damaged.items():
+                # the store must not claim them done while they are recomputed
+                reset_batches(self.root, name, damaged)
+                if name in self.plan.reopen:
+                    reopen_dataset(self.root, name, damaged)
             for name, missing in self.plan.to_resume.items():
                 self._queue_shards(name, missing)
             # nothing to submit (a plain resume of a complete store): no client was started
@@ -421,7 +477,12 @@ class _Driver:
                 self._fill(pending)
             for future in pending:
                 self.in_flight -= 1
-                self.lock.heartbeat()
+                if self.lock.lost:
+                    raise StoreError(
+                        f"run {self.summary.run_id} lost the store's run lock to another run "
+                        "(this driver stalled longer than the stale-lock time); stopping. The "
+                        "store is consistent: re-run once the other run has finished"
+                    )
                 self._on_done(future)
                 future.release()
                 self._fill(pending)

@@ -45,6 +45,7 @@ from pipeline.imaging.geometry import as_pixel_scales
 from pipeline.io.store import OperatorStorage, Source
 
 __all__ = [
+    "AutoBatchSize",
     "PrepareResult",
     "PrepareSettings",
     "ShardResult",
@@ -101,6 +102,20 @@ class PrepareSettings:
     @classmethod
     def from_config(cls, config: Config) -> PrepareSettings:
         return cls(config.pixel_scales, config.mask, config.over_sampling)
+
+
+@dataclass(frozen=True)
+class AutoBatchSize:
+    """``sparse_operator.batch_size: auto``: rows per operator batch chosen by the prepare task,
+    once the PSF shape and pixel count are known, so that one batch fits ``budget_bytes``
+    (:func:`pipeline.flow.config.operator_batch_rows`)."""
+
+    budget_bytes: int
+
+    def rows(self, kernel_shape: tuple[int, int], n_pixels: int) -> int:
+        from pipeline.flow.config import operator_batch_rows
+
+        return operator_batch_rows(kernel_shape, n_pixels, self.budget_bytes)
 
 
 @dataclass
@@ -274,12 +289,12 @@ def prepare_task(
     spec: DatasetSpec,
     settings: PrepareSettings,
     store: StoreRecipe,
-    batch_size: int | None = None,
+    batch_size: int | AutoBatchSize | None = None,
     storage: OperatorStorage | None = None,
 ) -> PrepareResult | TaskFailure:
     """Task: prepare one dataset and write its arrays (and empty operator arrays if
-    ``batch_size``) into the group the driver began for it; bad input becomes a
-    :class:`TaskFailure`."""
+    ``batch_size``: rows per batch, or :class:`AutoBatchSize`) into the group the driver began
+    for it; bad input becomes a :class:`TaskFailure`."""
     from pipeline.io.store import dataset_metadata, write_dataset_arrays
 
     configure_worker()
@@ -287,6 +302,8 @@ def prepare_task(
     try:
         imaging = prepare_imaging(spec, settings)
         sources = _sources(spec)
+        if isinstance(batch_size, AutoBatchSize):
+            batch_size = batch_size.rows(imaging.psf.shape_native, imaging.shape_slim)
         write_dataset_arrays(
             _root(store),
             spec.name,

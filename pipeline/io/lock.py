@@ -7,8 +7,12 @@ create-if-absent is not atomic, two drivers racing for the lock both write, and 
 token survives the read-back after a short settle time holds it.
 
 Stale-lock rule: a lock whose heartbeat is older than ``stale_after`` seconds, or whose owner is a
-dead process on this host, may be taken over (the new owner logs it). The driver refreshes the
-heartbeat while it runs and removes the lock when it ends.
+dead process on this host, or that is not valid JSON, may be taken over (the new owner logs it).
+A thread of the driver refreshes the heartbeat every ``interval`` seconds for as long as the driver
+process lives (also while it waits hours for batch jobs to start or for one long task), and the
+driver removes the lock when it ends. A holder whose lock was taken over (it stalled for longer
+than ``stale_after``) notices at its next heartbeat, never overwrites the new owner's lock, and
+reports ``lost``: the driver then stops with an error rather than write beside another run.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import zarr
 from zarr.core.buffer import default_buffer_prototype
@@ -69,41 +74,90 @@ def _process_alive(pid: int) -> bool:
 
 
 def _stale(content: dict, stale_after: float) -> bool:
-    if content.get("corrupt"):
+    if not isinstance(content, dict) or content.get("corrupt"):
         return True
-    if content.get("host") == socket.gethostname() and not _process_alive(
-        int(content.get("pid", 0))
-    ):
+    try:
+        pid, heartbeat = int(content.get("pid", 0)), float(content.get("heartbeat", 0.0))
+    except (TypeError, ValueError):
+        return True  # not a lock this code wrote: treat as corrupt
+    if content.get("host") == socket.gethostname() and pid > 0 and not _process_alive(pid):
         return True
-    return time.time() - float(content.get("heartbeat", 0.0)) > stale_after
+    return time.time() - heartbeat > stale_after
 
 
 @dataclass
 class RunLock:
-    """A held lock; refresh with :meth:`heartbeat`, drop with :meth:`release`."""
+    """A held lock; refresh with :meth:`heartbeat` (or :meth:`start_heartbeat` for a background
+    thread), drop with :meth:`release`. ``lost`` turns true if another run took the lock over."""
 
     root: zarr.Group
     content: dict
     interval: float = 10.0
     _last: float = 0.0
+    lost: bool = False
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _mutex: threading.Lock = field(default_factory=threading.Lock)
 
     def heartbeat(self, force: bool = False) -> None:
-        now = time.time()
-        if force or now - self._last >= self.interval:
+        with self._mutex:
+            now = time.time()
+            if self.lost or not (force or now - self._last >= self.interval):
+                return
+            current = _read(self.root)
+            if current is not None and current.get("token") != self.content["token"]:
+                self.lost = True
+                logger.error(
+                    "the run lock of run %s was taken over by run %s (host %s, pid %s)",
+                    self.content["run_id"],
+                    current.get("run_id"),
+                    current.get("host"),
+                    current.get("pid"),
+                )
+                return
             self.content["heartbeat"] = now
             _write(self.root, self.content, exclusive=False)
             self._last = now
 
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.heartbeat(force=True)
+            except Exception:  # noqa: BLE001 - a failed refresh is retried at the next interval
+                logger.warning("could not refresh the run lock's heartbeat", exc_info=True)
+            if self.lost:
+                return
+
+    def start_heartbeat(self) -> RunLock:
+        """Refresh the heartbeat every ``interval`` seconds from a daemon thread until
+        :meth:`release`."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._beat, name="lenspipe-run-lock-heartbeat", daemon=True
+            )
+            self._thread.start()
+        return self
+
     def release(self) -> None:
-        current = _read(self.root)
-        if current is not None and current.get("token") == self.content["token"]:
-            sync(self.root.store.delete(_key(self.root)))
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.interval + 60.0)
+        with self._mutex:
+            current = _read(self.root)
+            if current is not None and current.get("token") == self.content["token"]:
+                sync(self.root.store.delete(_key(self.root)))
 
 
 def acquire_run_lock(
-    root: zarr.Group, run_id: str, *, stale_after: float = 120.0, settle: float = 0.2
+    root: zarr.Group,
+    run_id: str,
+    *,
+    stale_after: float = 120.0,
+    settle: float = 0.2,
+    interval: float = 10.0,
 ) -> RunLock:
-    """Take the store's run lock or raise :class:`StoreError` naming its holder."""
+    """Take the store's run lock or raise :class:`StoreError` naming its holder. ``interval``:
+    seconds between heartbeats (keep it well below ``stale_after``)."""
     content = {
         "run_id": run_id,
         "token": uuid.uuid4().hex,
@@ -124,7 +178,9 @@ def acquire_run_lock(
         logger.warning("taking over the stale run lock of run %s", current.get("run_id"))
         _write(root, content, exclusive=False)
     elif not _write(root, content, exclusive=True):
-        return acquire_run_lock(root, run_id, stale_after=stale_after, settle=settle)
+        return acquire_run_lock(
+            root, run_id, stale_after=stale_after, settle=settle, interval=interval
+        )
     time.sleep(settle)  # object stores: let a racing writer's lock land before the read-back
     held = _read(root)
     if held is None or held.get("token") != content["token"]:
@@ -132,6 +188,6 @@ def acquire_run_lock(
             f"the store's run lock was taken by run {held and held.get('run_id')} at the same time; "
             "try again once it has finished"
         )
-    lock = RunLock(root, content)
+    lock = RunLock(root, content, interval=interval)
     lock.heartbeat(force=True)
     return lock

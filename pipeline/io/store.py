@@ -12,7 +12,8 @@ Layout (schema version 1)::
         grid                      float64 (N, 2) arcsec (y, x)
         noise_covariance_matrix   float64 (N, N), only if the dataset has one
         sparse_operator/          attrs: batch_size, n_batches, kernel_shape, dtype, storage
-          values                  float64|float32 (N, n_offsets), chunks (batch_size, n_offsets)
+          values                  float64|float32 (N, n_offsets), chunks (batch_size, n_offsets),
+                                  codecs: the chosen compressor, then a crc32c checksum
           offsets                 int32 (n_offsets, 2)
           batches_done            uint8 (n_batches,), chunks (1,): the completion marker of each
                                   batch, written after that batch's values
@@ -23,10 +24,12 @@ Concurrency contract: only the driver creates the store and dataset groups and w
 (:func:`write_dataset_arrays`) before the driver records it prepared (a change from DESIGN §5,
 argued in docs/store-schema.md); an operator task only writes whole chunks of arrays that exist
 (:func:`write_operator_batch`): the rows of its batch, then its marker
-(a one-element chunk, so markers never share a chunk). A chunk's presence never proves completion
-(Zarr does not store chunks equal to the fill value): the markers do. ``status`` moves
-``prepared`` -> ``complete`` (or ``failed``, with the error); readers refuse datasets that are not
-complete unless asked.
+(a one-element chunk, so markers never share a chunk). A chunk's presence never proves completion:
+the markers do. Conversely every marked batch has a stored values chunk (written even when equal to
+the fill value) whose crc32c checksum detects a torn or corrupted file: :func:`verify_dataset`
+lists the marked batches whose chunk is missing or does not decode, and reading such a chunk raises
+:class:`StoreError` naming the dataset and the batch. ``status`` moves ``prepared`` -> ``complete``
+(or ``failed``, with the error); readers refuse datasets that are not complete unless asked.
 
 Stores may be local paths, fsspec URLs (``s3://bucket/survey.zarr`` with ``storage_options``) or
 any ``zarr.abc.store.Store``.
@@ -51,7 +54,7 @@ import numpy as np
 import zarr
 import zarr.api.asynchronous
 import zarr.errors
-from zarr.codecs import BloscCodec, ZstdCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 from zarr.core.sync import sync
 
 from pipeline.exc import StoreError
@@ -70,6 +73,7 @@ __all__ = [
     "batches_done",
     "begin_dataset",
     "create_store",
+    "damaged_batches",
     "dataset_metadata",
     "dataset_attrs",
     "dataset_status",
@@ -82,8 +86,11 @@ __all__ = [
     "open_store",
     "prepare_dataset",
     "record_prepared",
+    "reopen_dataset",
+    "reset_batches",
     "settings_hash",
     "validate_dataset_name",
+    "verify_dataset",
     "write_dataset_arrays",
     "write_imaging",
     "write_operator_batch",
@@ -141,19 +148,29 @@ class OperatorStorage:
                 )
 
     def compressors(self) -> list:
+        """The values array's bytes-to-bytes codecs: the compressor, then a crc32c checksum.
+
+        The checksum (4 bytes per chunk, hardware crc32c at ~16 GB/s) makes a torn or corrupted
+        chunk fail to decode: Blosc-LZ4 alone decodes a truncated chunk into garbage without
+        any error (checked with zarr 3.1.6 and numcodecs 0.16).
+        """
+        checksum = Crc32cCodec()
         if self.codec == "none":
-            return []
+            return [checksum]
         if self.codec == "zstd":
-            return [ZstdCodec(level=self.level)]
+            return [ZstdCodec(level=self.level), checksum]
         return [
             BloscCodec(
                 cname="lz4", clevel=self.level, shuffle="shuffle" if self.shuffle else "noshuffle"
-            )
+            ),
+            checksum,
         ]
 
     def encode(self, values: np.ndarray) -> np.ndarray:
-        """Float64 values as stored: cast to ``dtype``, mantissa rounded to ``keep_bits``."""
-        out = np.asarray(values).astype(self.dtype)
+        """Float64 values as stored: cast to ``dtype``, mantissa rounded to ``keep_bits``
+        (float64 values without rounding are passed through uncopied: one batch-sized buffer
+        less in a task's peak memory)."""
+        out = np.asarray(values).astype(self.dtype, copy=self.keep_bits is not None)
         if self.keep_bits is not None:
             from numcodecs import BitRound
 
@@ -233,7 +250,12 @@ def _open_group(location: StoreLike, mode: str, storage_options: dict | None) ->
     try:
         return zarr.open_group(location, mode=mode, **kwargs)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as err:
-        raise StoreError(f"no Zarr store at {_describe(location)}") from err
+        if mode == "r" or mode == "r+":
+            raise StoreError(f"no Zarr store at {_describe(location)}") from err
+        raise StoreError(
+            f"cannot create the Zarr store at {_describe(location)} (is the location writable?): "
+            f"{err}"
+        ) from err
     except (OSError, ValueError, TypeError) as err:
         raise StoreError(f"cannot open the Zarr store at {_describe(location)}: {err}") from err
 
@@ -503,6 +525,16 @@ def finalize_dataset(
     return COMPLETE
 
 
+def reopen_dataset(root: zarr.Group, name: str, batches: Iterable[int]) -> None:
+    """Set a complete dataset back to ``prepared`` because ``batches`` were found damaged (they
+    are about to be recomputed); the repair is recorded in its ``repairs`` attribute. Driver
+    only."""
+    group = _dataset_group(root, name)
+    repairs = list(group.attrs.get("repairs", []))
+    repairs.append({"batches": [int(i) for i in batches], "found": _now()})
+    group.update_attributes({"status": PREPARED, "repairs": repairs})
+
+
 def mark_failed(root: zarr.Group, name: str, error: str) -> None:
     """Record that a dataset failed, with its error message (creates a bare group if the dataset
     was never prepared). Driver only."""
@@ -522,6 +554,9 @@ def write_operator_batch(root: zarr.Group, name: str, batch_index: int, values: 
     try:
         # two metadata reads: the values array (chunking, storage) and the markers
         array = zarr.open_array(root.store, path=f"{path}/values", mode="r+", zarr_format=3)
+        # every marked batch has a stored chunk, even one equal to the fill value: a missing
+        # chunk under a marker is then always damage (verify_dataset)
+        array = array.with_config({"write_empty_chunks": True})
         markers = zarr.open_array(root.store, path=f"{path}/batches_done", mode="r+", zarr_format=3)
     except (FileNotFoundError, KeyError, zarr.errors.NodeTypeValidationError) as err:
         raise StoreError(
@@ -545,12 +580,85 @@ def write_operator_batch(root: zarr.Group, name: str, batch_index: int, values: 
 
 
 def batches_done(root: zarr.Group, name: str) -> np.ndarray:
-    """Boolean array, one entry per operator batch: True if its marker was written."""
+    """Boolean array, one entry per operator batch: True if its marker was written (an unreadable
+    marker chunk counts as not written)."""
     group = _dataset_group(root, name)
     if "sparse_operator" not in group:
         raise StoreError(f"dataset {name!r} has no sparse_operator, so no batches")
-    op = group["sparse_operator"]
-    return np.asarray(op["batches_done"][...], dtype=bool)
+    markers = group["sparse_operator"]["batches_done"]
+    try:
+        return np.asarray(markers[...], dtype=bool)
+    except Exception:  # noqa: BLE001 - a torn marker chunk: read them one by one
+        done = np.zeros(markers.shape, dtype=bool)
+        for index in range(markers.shape[0]):
+            try:
+                done[index] = bool(markers[index])
+            except Exception:  # noqa: BLE001 - unreadable: not done, the batch is recomputed
+                done[index] = False
+        return done
+
+
+def _damaged(array: zarr.Array, indexes: Iterable[int]) -> dict[int, str]:
+    """``{batch: reason}`` for batches of a values array whose chunk is missing or does not
+    decode (checksum mismatch, truncated, wrong size)."""
+    batch_size = int(array.chunks[0])
+    found: dict[int, str] = {}
+    for index in indexes:
+        key = f"{array.path}/{array.metadata.encode_chunk_key((int(index), 0))}"
+        if not sync(array.store.exists(key)):
+            found[int(index)] = f"chunk {key} is missing"
+            continue
+        start = int(index) * batch_size
+        try:
+            array[start : min(start + batch_size, array.shape[0])]
+        except Exception as err:  # noqa: BLE001 - any decoding failure is damage
+            found[int(index)] = f"chunk {key} cannot be decoded ({type(err).__name__}: {err})"
+    return found
+
+
+def damaged_batches(
+    root: zarr.Group, name: str, indexes: Iterable[int] | None = None
+) -> dict[int, str]:
+    """``{batch: reason}`` for the given batches (default: every batch with a marker) of a
+    dataset whose values chunk is missing or does not decode. Reads every chunk asked for."""
+    group = _dataset_group(root, name)
+    if "sparse_operator" not in group:
+        return {}
+    if indexes is None:
+        indexes = np.flatnonzero(batches_done(root, name)).tolist()
+    return _damaged(group["sparse_operator"]["values"], indexes)
+
+
+def verify_dataset(
+    location: StoreLike, name: str, *, storage_options: dict | None = None
+) -> list[int]:
+    """The operator batches of a dataset that are not intact: without a completion marker, or
+    whose values chunk is missing or fails to decode (crc32c mismatch, truncated file). Reads and
+    decodes every chunk (the cost of reading the whole operator once); ``[]`` if all are intact
+    or the dataset has no operator. ``lenspipe run`` with ``run.verify: true`` recomputes them."""
+    root = (
+        location
+        if isinstance(location, zarr.Group)
+        else open_store(location, storage_options=storage_options)
+    )
+    group = _dataset_group(root, name)
+    if "sparse_operator" not in group:
+        return []
+    done = batches_done(root, name)
+    bad = set(np.flatnonzero(~done).tolist())
+    bad |= set(damaged_batches(root, name, np.flatnonzero(done).tolist()))
+    return sorted(int(i) for i in bad)
+
+
+def reset_batches(root: zarr.Group, name: str, indexes: Iterable[int]) -> None:
+    """Clear the completion markers of ``indexes`` (damaged batches about to be recomputed), so
+    that the store never claims them done in the meantime. Driver only."""
+    indexes = [int(i) for i in indexes]
+    if not indexes:
+        return
+    markers = _dataset_group(root, name)["sparse_operator"]["batches_done"]
+    for index in indexes:
+        markers[index] = 0
 
 
 # ---------------------------------------------------------------------------------------- readers
@@ -652,7 +760,40 @@ def _operator_from_group(group: zarr.Group, imaging: Imaging) -> ImagingSparseOp
         raise StoreError("the stored operator offsets differ from this lenspipe's band layout")
     inputs = OperatorInputs(layout, imaging.psf.kernel.native, _inverse_variance(imaging))
     pwd = psf_weighted_data_from(imaging.data.native, inputs)
-    return ImagingSparseOperator(op["values"], layout, pwd)
+    values = _CheckedArray(op["values"], imaging.name, group.attrs.get("status") == COMPLETE)
+    return ImagingSparseOperator(values, layout, pwd)
+
+
+class _CheckedArray(zarr.Array):
+    """A stored values array (a ``zarr.Array``) whose reads turn damage into a
+    :class:`StoreError` naming the dataset and the damaged batches: a chunk that fails to decode
+    (instead of a codec's bare error or, for a torn chunk without checksum, garbage) and, for a
+    complete dataset read whole, a missing chunk (instead of silent zeros; one listing)."""
+
+    def __init__(self, array: zarr.Array | Any, dataset: str | None = None, complete: bool = False):
+        super().__init__(getattr(array, "_async_array", array))
+        self.dataset, self.complete = dataset, complete
+
+    def __getitem__(self, selection):
+        try:
+            values = super().__getitem__(selection)
+        except Exception as err:  # noqa: BLE001 - find which chunks are damaged, then report
+            self._raise_if_damaged(err)
+            raise
+        if self.complete and selection is Ellipsis and self.nchunks_initialized < self.nchunks:
+            self._raise_if_damaged(None)
+        return values
+
+    def _raise_if_damaged(self, err: BaseException | None) -> None:
+        plain = zarr.Array(self._async_array)
+        damaged = _damaged(plain, range(plain.cdata_shape[0]))
+        if damaged:
+            first = "; ".join(f"batch {i}: {why}" for i, why in list(damaged.items())[:3])
+            raise StoreError(
+                f"dataset {self.dataset!r}: {len(damaged)} damaged operator batch(es) "
+                f"{sorted(damaged)[:10]} ({first}); rerun the survey with run.verify: true to "
+                "recompute them"
+            ) from err
 
 
 def _inverse_variance(imaging: Imaging) -> np.ndarray:
