@@ -92,8 +92,8 @@ _NOTES: dict[str, str] = {
         "queue, walltime, account, ...). `lenspipe run --dry-run` prints the job script."
     ),
     "LocalClusterConfig.dashboard": (
-        "Accepted but not used yet: the local cluster always serves its dashboard on a free port "
-        "(`client.dashboard_link`)."
+        "Print the address of the Dask dashboard when the cluster starts (it is always served, on "
+        "a free port)."
     ),
     "RunConfig.progress": "Progress bars (datasets, operator batches) on stderr.",
 }

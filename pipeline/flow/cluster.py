@@ -6,6 +6,7 @@ BLAS to one thread each.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -93,6 +94,8 @@ def cluster_client(
         cluster.scale(jobs=config.jobs)
     try:
         client = Client(cluster)
+        if getattr(config, "dashboard", False):
+            print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
         try:
             yield client
         finally:
