@@ -71,7 +71,15 @@ def validate(config_path: Path) -> None:
     "--dry-run", is_flag=True, help="Print the plan (and a SLURM/PBS job script); run nothing."
 )
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def run(config_path: Path, resume: bool, overwrite: bool, dry_run: bool, no_progress: bool) -> None:
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Decode every stored operator chunk, also of complete datasets, and redo damaged batches "
+    "(as run.verify: true).",
+)
+def run(
+    config_path: Path, resume: bool, overwrite: bool, dry_run: bool, no_progress: bool, verify: bool
+) -> None:
     """Run (or resume) the survey described by CONFIG."""
     from pipeline.flow.config import load_config
 
@@ -81,7 +89,12 @@ def run(config_path: Path, resume: bool, overwrite: bool, dry_run: bool, no_prog
         return
     from pipeline.flow.run import run_survey
 
-    summary = run_survey(config, overwrite=overwrite, progress=False if no_progress else None)
+    summary = run_survey(
+        config,
+        overwrite=overwrite,
+        progress=False if no_progress else None,
+        verify=True if verify else None,
+    )
     click.echo(summary.table())
     raise _Exit(summary.exit_code)
 

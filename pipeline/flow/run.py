@@ -458,17 +458,23 @@ class _Driver:
         start_wall, start_cpu = time.perf_counter(), time.process_time()
         try:
             for name, message in self.plan.problems:
-                # unsafe or duplicate names cannot (or must not) be written under that name
-                self._fail(name, message, record=False)
+                # unsafe or duplicate names cannot (or must not) be written under that name; a
+                # duplicate's name is also that of the entry kept, which must still run: the
+                # problem is reported without marking that name failed
+                self.summary.failed += 1
+                self.summary.failures.append({"name": name, "message": message})
+                self.progress.dataset_done()
             for _ in self.plan.skipped_complete:
                 self.progress.dataset_done()
             for name in self.plan.to_finalize:
                 self._complete(name, verify_markers=True)
             for name, damaged in self.plan.damaged.items():
-                # the store must not claim them done while they are recomputed
-                reset_batches(self.root, name, damaged)
+                # status first: a driver dying in between leaves a 'prepared' dataset, whose
+                # batches the next resume checks again
                 if name in self.plan.reopen:
                     reopen_dataset(self.root, name, damaged)
+                # the store must not claim them done while they are recomputed
+                reset_batches(self.root, name, damaged)
             for name, missing in self.plan.to_resume.items():
                 self._queue_shards(name, missing)
             # nothing to submit (a plain resume of a complete store): no client was started

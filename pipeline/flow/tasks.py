@@ -180,8 +180,8 @@ def _mask_for(
     if isinstance(config, FileMask):
         if spec.mask is None:
             raise DatasetError(
-                "mask.kind is 'file' but this dataset has no mask file (folders: mask:, manifest: "
-                "mask column, MEF: band mask EXTNAME)"
+                f"mask.kind is 'file' but the dataset of data '{spec.data.path}' has no mask file "
+                "(folders: mask:, manifest: mask column, MEF: band mask EXTNAME)"
             )
         mask = Mask2D.from_fits(spec.mask.path, scales, hdu=spec.mask.hdu)
         if mask.shape_native != shape:
@@ -206,6 +206,23 @@ def _mask_for(
             centre=centre,
         )
     raise DatasetError(f"unsupported mask settings {config!r}")
+
+
+def _describe_mask(spec: DatasetSpec, settings: PrepareSettings) -> str:
+    """The mask as the user specified it: its file, or its kind and parameters (with the
+    dataset's manifest overrides)."""
+    config = settings.mask
+    if isinstance(config, FileMask):
+        return f"file '{spec.mask.path}' HDU {spec.mask.hdu!r}"
+    params = config.model_dump(exclude={"kind"})
+    if spec.mask_centre:
+        params["centre"] = tuple(spec.mask_centre)
+    if spec.mask_radius:
+        key = {"circular": "radius", "annular": "outer_radius"}.get(
+            config.kind, "major_axis_radius"
+        )
+        params[key] = spec.mask_radius
+    return f"{config.kind} ({', '.join(f'{k}={v}' for k, v in params.items())}; arcsec)"
 
 
 def prepare_imaging(spec: DatasetSpec, settings: PrepareSettings) -> Imaging:
@@ -233,7 +250,11 @@ def prepare_imaging(spec: DatasetSpec, settings: PrepareSettings) -> Imaging:
     )
     mask = _mask_for(spec, settings, data.shape, scales)
     if mask.pixels_in_mask == 0:
-        raise DatasetError("the mask leaves no unmasked pixel")
+        raise DatasetError(
+            f"the mask {_describe_mask(spec, settings)} leaves no unmasked pixel of data "
+            f"'{spec.data.path}' HDU {spec.data.hdu!r} ({data.shape[0]}x{data.shape[1]} pixels "
+            f"of {scales[0]:g}x{scales[1]:g} arcsec)"
+        )
     try:
         psf = Convolver(kernel, pixel_scales=scales)
     except KernelError as err:

@@ -1,0 +1,136 @@
+"""Bad configurations: unknown keys, wrong types, an unreachable scheduler and an output store
+that cannot be written all end ``lenspipe run`` with exit code 2 and a one-line reason naming the
+key or location (no traceback), quickly, and without leaving anything behind."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.cli import main
+from pipeline.flow.simulate import simulate_survey
+from pipeline.io.store import list_datasets
+from tests.reliability.support import LENSPIPE, read_lock
+
+
+@pytest.fixture
+def survey(tmp_path) -> Path:
+    """A one-lens survey (one local worker); returns its config path."""
+    return simulate_survey(tmp_path / "survey", 1, seed=2, shape_range=(40, 48), n_workers=1)
+
+
+def _edit(config: Path, edit) -> Path:
+    data = yaml.safe_load(config.read_text())
+    edit(data)
+    config.write_text(yaml.safe_dump(data))
+    return config
+
+
+def _run(config: Path, capsys) -> tuple[int, str, float]:
+    capsys.readouterr()
+    start = time.monotonic()
+    code = main(["run", str(config), "--no-progress"])
+    elapsed = time.monotonic() - start
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, err, elapsed
+
+
+def test_unknown_keys_exit_2_naming_each_key(survey, capsys):
+    def edit(data):
+        data["outputs"] = data["output"]  # a typo of a section
+        data["sparse_operator"]["batchsize"] = 100  # a typo of a key
+
+    code, err, _ = _run(_edit(survey, edit), capsys)
+    assert code == 2
+    assert "outputs: unknown key" in err
+    assert "sparse_operator.batchsize: unknown key" in err
+    assert str(survey) in err
+    assert not (survey.parent / "survey.zarr").exists()  # nothing was started
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("run", "retries", "many", "run.retries"),
+        ("run", "max_tasks_in_flight", 0, "run.max_tasks_in_flight"),
+        ("sparse_operator", "batch_size", -3, "sparse_operator.batch_size"),
+        ("sparse_operator", "batch_size", "automatic", "sparse_operator.batch_size"),
+        ("sparse_operator", "memory_budget_mb", "lots", "sparse_operator.memory_budget_mb"),
+        ("sparse_operator", "backend", "cuda", "sparse_operator.backend"),
+        ("mask", "radius", "big", "mask.radius"),
+        ("cluster", "n_workers", 1.5, "cluster.n_workers"),
+    ],
+)
+def test_wrong_types_exit_2_naming_the_key(survey, capsys, section, key, value, expected):
+    code, err, _ = _run(_edit(survey, lambda d: d[section].update({key: value})), capsys)
+    assert code == 2
+    assert f"{expected}:" in err and repr(value) in err
+    assert not (survey.parent / "survey.zarr").exists()
+
+
+def test_wrong_type_through_the_console_script(survey):
+    """The same through the installed ``lenspipe`` command (a real process and exit status)."""
+    _edit(survey, lambda d: d.update(pixel_scales="tiny"))
+    done = subprocess.run(
+        [LENSPIPE, "run", str(survey), "--no-progress"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "pixel_scales:" in done.stderr and "'tiny'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again once we return: connections are refused
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        pytest.param(f"tcp://127.0.0.1:{_closed_port()}", id="refused"),
+        # TEST-NET-1 (RFC 5737): never routed, so the connection hangs until the timeout
+        pytest.param("tcp://192.0.2.1:8786", id="blackhole"),
+    ],
+)
+def test_unreachable_scheduler_exits_2_within_its_timeout(survey, capsys, address):
+    cluster = {"kind": "address", "address": address, "timeout": 3}
+    code, err, elapsed = _run(_edit(survey, lambda d: d.update(cluster=cluster)), capsys)
+    assert code == 2
+    assert elapsed < 20
+    assert address in err and "within 3 s" in err and "cluster.address" in err
+    store = survey.parent / "survey.zarr"
+    assert read_lock(store) is None  # the failed run released its lock
+    assert list_datasets(store) == {}  # no dataset was begun
+
+
+@pytest.mark.parametrize("kind", ["regular-file", "under-a-file", "proc"])
+def test_unwritable_store_exits_2_with_a_clear_message(survey, capsys, kind, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a regular file")
+    location = {
+        "regular-file": blocker,
+        "under-a-file": blocker / "survey.zarr",
+        "proc": Path("/proc/lenspipe-test.zarr"),  # a pseudo filesystem: no new entries
+    }[kind]
+    code, err, _ = _run(_edit(survey, lambda d: d.update(output={"store": str(location)})), capsys)
+    assert code == 2
+    assert err.startswith("error: cannot ") and f"Zarr store at '{location}'" in err
+    assert blocker.read_text() == "a regular file"
+
+
+def test_store_that_is_another_zarr_group_exits_2(survey, capsys, tmp_path):
+    import zarr
+
+    other = tmp_path / "other.zarr"
+    zarr.create_array(other / "x", shape=(3,), dtype="f8")
+    zarr.open_group(other, mode="a")
+    code, err, _ = _run(_edit(survey, lambda d: d.update(output={"store": str(other)})), capsys)
+    assert code == 2
+    assert "not a lenspipe store" in err
