@@ -24,12 +24,20 @@ import argparse
 import os
 import platform
 import shutil
+import sys as _sys  # noqa: E402
 import tempfile
 import time
 from pathlib import Path
+from pathlib import Path as _Path  # noqa: E402
 
 import numcodecs
 import numcodecs.blosc
+
+# benchmarks/pipeline.py is named like the package: keep this folder off the import path
+_sys.path[:] = [
+    p for p in _sys.path if _Path(p or ".").resolve() != _Path(__file__).parent.resolve()
+]
+
 import numpy as np
 import zarr
 

@@ -339,4 +339,6 @@ def test_operator_storage_checked_up_front(operator, words):
 
 def test_operator_storage_valid_combinations():
     for operator in ({"codec": "zstd", "level": 22}, {"dtype": "float64", "keep_bits": 40}):
-        config_from_dict(with_(MINIMAL, "sparse_operator", operator))
+        config = config_from_dict(with_(MINIMAL, "sparse_operator", operator))
+        stored = config.sparse_operator.model_dump()
+        assert all(stored[key] == value for key, value in operator.items())
