@@ -60,12 +60,15 @@ def serial(config) -> dict:
     start = time.perf_counter()
     for spec in discover(config).specs:
         begin_dataset(root, spec.name)
-        prepared = prepare_task(spec, settings, store, op.batch_size, storage)
-        totals["prepare"] += prepared.wall_seconds
+        prepared = prepare_task(spec, settings, store, op.batch_size, storage, op.backend)
+        first = prepared.first_batch
+        totals["prepare"] += prepared.wall_seconds - first.wall_seconds
+        totals["kernel"] += first.kernel_seconds
+        totals["write"] += first.write_seconds
         record_prepared(
             root, spec.name, prepared.metadata, sources=prepared.sources, settings=dataset_settings
         )
-        for index in range(prepared.n_batches):
+        for index in range(1, prepared.n_batches):
             shard = operator_shard_task(
                 store, spec.name, index, op.backend, prepared.metadata["token"]
             )

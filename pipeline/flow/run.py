@@ -347,9 +347,10 @@ class _Driver:
         self.summary.complete += 1
         self.progress.dataset_done()
 
-    def _queue_shards(self, name: str, indexes: list[int]) -> None:
-        self.remaining[name] = set(indexes)
-        self.progress.add_batches(len(indexes))
+    def _queue_shards(self, name: str, indexes: list[int], *, extra: int = 0) -> None:
+        """Queue operator batches; ``extra`` more are already computed and will be reported."""
+        self.remaining[name] = set(indexes) | (set(range(extra)) if extra else set())
+        self.progress.add_batches(len(indexes) + extra)
         # depth first: this dataset's shards run before further prepares
         self.shard_queue.extendleft((name, i) for i in reversed(indexes))
 
@@ -387,6 +388,7 @@ class _Driver:
                 self.store,
                 self.batch_size,
                 self.storage,
+                self.operator.backend if self.operator else None,
                 key=f"prepare-{spec.name}-{self.hash}",
                 retries=self.config.run.retries,
                 pure=False,
@@ -403,9 +405,12 @@ class _Driver:
     # -------------------------------------------------------------------------------- results
     def _on_prepared(self, result: PrepareResult) -> None:
         name = result.name
+        first = result.first_batch
         self.summary.cpu_seconds += result.cpu_seconds
-        self.summary.prepare_seconds += result.cpu_seconds
-        self.timings[name] = {"prepare_seconds": result.wall_seconds}
+        self.summary.prepare_seconds += result.cpu_seconds - (first.cpu_seconds if first else 0.0)
+        self.timings[name] = {
+            "prepare_seconds": result.wall_seconds - (first.wall_seconds if first else 0.0)
+        }
         try:
             record_prepared(
                 self.root, name, result.metadata, sources=result.sources, settings=self.settings
@@ -417,7 +422,13 @@ class _Driver:
             self._complete(name)
             return
         self.tokens[name] = result.metadata.get("token")
-        self._queue_shards(name, list(range(result.n_batches)))
+        if first is None:
+            self._queue_shards(name, list(range(result.n_batches)))
+            return
+        # batch 0 was computed by the prepare task: account for it as a shard
+        self._queue_shards(name, list(range(1, result.n_batches)), extra=1)
+        self.summary.cpu_seconds -= first.cpu_seconds  # counted once, in _on_shard
+        self._on_shard(first)
 
     def _on_shard(self, result: ShardResult) -> None:
         name = result.name

@@ -128,18 +128,6 @@ class TaskFailure:
 
 
 @dataclass
-class PrepareResult:
-    """A prepared dataset, already written to its group: what the driver records."""
-
-    name: str
-    metadata: dict[str, Any]
-    n_batches: int
-    sources: list[Source]
-    cpu_seconds: float
-    wall_seconds: float
-
-
-@dataclass
 class ShardResult:
     name: str
     batch_index: int
@@ -148,6 +136,22 @@ class ShardResult:
     kernel_seconds: float
     write_seconds: float
     wall_seconds: float
+
+
+@dataclass
+class PrepareResult:
+    """A prepared dataset, already written to its group: what the driver records.
+
+    ``first_batch`` is operator batch 0 when the task computed it (with the inputs still in
+    memory: one task fewer per dataset, and small datasets need no operator task at all)."""
+
+    name: str
+    metadata: dict[str, Any]
+    n_batches: int
+    sources: list[Source]
+    cpu_seconds: float
+    wall_seconds: float
+    first_batch: ShardResult | None = None
 
 
 def configure_worker() -> None:
@@ -312,10 +316,12 @@ def prepare_task(
     store: StoreRecipe,
     batch_size: int | AutoBatchSize | None = None,
     storage: OperatorStorage | None = None,
+    backend: str | None = None,
 ) -> PrepareResult | TaskFailure:
     """Task: prepare one dataset and write its arrays (and empty operator arrays if
     ``batch_size``: rows per batch, or :class:`AutoBatchSize`) into the group the driver began
-    for it; bad input becomes a :class:`TaskFailure`."""
+    for it; with a ``backend`` also compute and write operator batch 0. Bad input becomes a
+    :class:`TaskFailure`."""
     from pipeline.io.store import dataset_metadata, write_dataset_arrays
 
     configure_worker()
@@ -338,6 +344,11 @@ def prepare_task(
             message = f"dataset {spec.name!r}: {message}"
         return TaskFailure(spec.name, message)
     n_batches = -(-imaging.shape_slim // batch_size) if batch_size else 0
+    first = None
+    if n_batches and backend is not None:
+        first = _first_batch(store, spec.name, imaging, batch_size, backend)
+        if isinstance(first, TaskFailure):
+            return first
     return PrepareResult(
         spec.name,
         dataset_metadata(imaging),
@@ -345,6 +356,31 @@ def prepare_task(
         sources,
         time.process_time() - cpu,
         time.perf_counter() - wall,
+        first,
+    )
+
+
+def _first_batch(
+    store: StoreRecipe, name: str, imaging: Imaging, batch_size: int, backend: str
+) -> ShardResult | TaskFailure:
+    from pipeline.io.store import write_operator_batch
+    from pipeline.operators import OperatorInputs, compute_rows
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        inputs = OperatorInputs.from_noise_map(
+            imaging.noise_map.native, np.asarray(imaging.mask), imaging.psf.kernel.native
+        )
+        stop = min(batch_size, inputs.layout.n_pixels)
+        t0 = time.perf_counter()
+        values = compute_rows(inputs, 0, stop, backend, batch_size=batch_size)
+        t1 = time.perf_counter()
+        write_operator_batch(_root(store), name, 0, values)
+        t2 = time.perf_counter()
+    except PipelineError as err:
+        return TaskFailure(name, f"dataset {name!r}, operator batch 0: {err}", 0)
+    return ShardResult(
+        name, 0, stop, time.process_time() - cpu, t1 - t0, t2 - t1, time.perf_counter() - wall
     )
 
 
