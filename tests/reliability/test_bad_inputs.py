@@ -107,7 +107,7 @@ def _failures(stdout: str) -> dict[str, str]:
     return out
 
 
-def _check(inputs: Inputs, store: Path, code: int, stdout: str, unsafe: set[str] = frozenset()):
+def check_outcome(inputs: Inputs, store: Path, code: int, stdout: str, unsafe: set[str] = frozenset()):
     assert code == 3, stdout  # partial: the run finished, some datasets failed
     failures = _failures(stdout)
     assert set(failures) == set(inputs.bad), stdout
@@ -213,13 +213,13 @@ def test_bad_inputs_fail_alone_with_clear_messages(tmp_path, capsys):
     store = tmp_path / "circular.zarr"
     config = write_config(tmp_path / "circular.yaml", s.manifest(), store, n_workers=2)
     code, stdout, _ = _run(config, capsys)
-    _check(s, store, code, stdout, unsafe={"sub/dir", "../escape"})
+    check_outcome(s, store, code, stdout, unsafe={"sub/dir", "../escape"})
     assert not (tmp_path / "escape").exists() and not (store / "datasets" / "sub").exists()
     # a rerun retries only the failed ones (inputs may have been fixed) and is partial again;
     # complete datasets are skipped without reading their files
     shutil.rmtree(tmp_path / "good_a")
     code, stdout, _ = _run(config, capsys)
-    _check(s, store, code, stdout, unsafe={"sub/dir", "../escape"})
+    check_outcome(s, store, code, stdout, unsafe={"sub/dir", "../escape"})
     assert summary_counts(stdout)["skipped (already complete)"] == len(s.good) == 4
 
 
@@ -257,4 +257,4 @@ def test_bad_mask_files_fail_alone(tmp_path, capsys):
         tmp_path / "file-masks.yaml", s.manifest(), store, n_workers=1, mask={"kind": "file"}
     )
     code, stdout, _ = _run(config, capsys)
-    _check(s, store, code, stdout)
+    check_outcome(s, store, code, stdout)
