@@ -169,8 +169,9 @@ class OperatorConfig(_Model):
     backend: Literal["numpy", "numba", "jax"] = "numpy"
     batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         2048,
-        description="Rows (unmasked pixels) per operator task, or 'auto': as many as fit in "
-        "memory_budget_mb (see operator_batch_rows).",
+        description="Most rows (unmasked pixels) per operator task and Zarr chunk, or 'auto': as "
+        "many as fit in memory_budget_mb (see operator_batch_rows). A dataset of N pixels gets "
+        "ceil(N / batch_size) tasks of equal rows (balanced_batch_rows).",
     )
     memory_budget_mb: float | None = Field(
         None,

@@ -43,6 +43,7 @@ from pipeline.imaging import (
 )
 from pipeline.imaging.geometry import as_pixel_scales
 from pipeline.io.store import OperatorStorage, Source
+from pipeline.operators.layout import balanced_batch_rows
 
 __all__ = [
     "AutoBatchSize",
@@ -318,9 +319,11 @@ def prepare_task(
     storage: OperatorStorage | None = None,
     backend: str | None = None,
 ) -> PrepareResult | TaskFailure:
-    """Task: prepare one dataset and write its arrays (and empty operator arrays if
-    ``batch_size``: rows per batch, or :class:`AutoBatchSize`) into the group the driver began
-    for it; with a ``backend`` also compute and write operator batch 0. Bad input becomes a
+    """Task: prepare one dataset and write its arrays into the group the driver began for it.
+
+    With ``batch_size`` (most rows per batch, or :class:`AutoBatchSize`) also the empty operator
+    arrays, in batches balanced by :func:`~pipeline.operators.balanced_batch_rows`; with a
+    ``backend`` also compute and write operator batch 0. Bad input becomes a
     :class:`TaskFailure`."""
     from pipeline.io.store import dataset_metadata, write_dataset_arrays
 
@@ -331,6 +334,9 @@ def prepare_task(
         sources = _sources(spec)
         if isinstance(batch_size, AutoBatchSize):
             batch_size = batch_size.rows(imaging.psf.shape_native, imaging.shape_slim)
+        if batch_size:
+            # evenly sized batches, none mostly padding: the store records these rows
+            batch_size = balanced_batch_rows(imaging.shape_slim, batch_size)
         write_dataset_arrays(
             _root(store),
             spec.name,

@@ -4,7 +4,12 @@ Pure computation: arrays in, arrays out. Backends (numba, JAX) are imported on f
 """
 
 from pipeline.operators.inputs import OperatorInputs
-from pipeline.operators.layout import OperatorLayout, n_offsets_for_kernel, offsets_for_kernel
+from pipeline.operators.layout import (
+    OperatorLayout,
+    balanced_batch_rows,
+    n_offsets_for_kernel,
+    offsets_for_kernel,
+)
 from pipeline.operators.rows import BACKENDS, compute_rows, compute_values
 from pipeline.operators.sparse_operator import ImagingSparseOperator, psf_weighted_data_from
 
@@ -13,6 +18,7 @@ __all__ = [
     "ImagingSparseOperator",
     "OperatorInputs",
     "OperatorLayout",
+    "balanced_batch_rows",
     "compute_rows",
     "compute_values",
     "n_offsets_for_kernel",

@@ -23,7 +23,7 @@ from pipeline.flow.tasks import PrepareSettings, prepare_imaging
 from pipeline.io.store import batches_done, list_datasets, open_imaging, open_store
 
 N_LENSES = 4
-BATCH = 700  # several batches per dataset, the last one partial
+BATCH = 700  # several batches per dataset (balanced: rows <= BATCH)
 
 
 def _survey(folder: Path, cluster: dict | None = None, **operator) -> Path:
@@ -107,13 +107,19 @@ def test_resume_recomputes_only_missing_batches(tmp_path, local_client):
     group = root["datasets"][name]
     before = group["sparse_operator"]["values"][...]
     n_batches = int(group["sparse_operator"].attrs["n_batches"])
+    rows = int(group["sparse_operator"].attrs["batch_size"])
+    n_pixels = before.shape[0]
+    # ceil(N / BATCH) batches of nearly equal size, none longer than BATCH
+    assert n_batches == -(-n_pixels // BATCH) >= 3
+    assert rows <= BATCH and (n_batches - 1) * rows < n_pixels <= n_batches * rows
+    assert n_pixels - (n_batches - 1) * rows > rows - n_batches
     lost = [0, n_batches - 1]
     # an interrupted run: status still 'prepared', two markers never written, their values garbage
     group.attrs["status"] = "prepared"
     markers = Path(store) / "datasets" / name / "sparse_operator" / "batches_done" / "c"
     for index in lost:
         (markers / str(index)).unlink()  # the marker chunk file of that batch
-        group["sparse_operator"]["values"][index * BATCH : (index + 1) * BATCH] = 7.0
+        group["sparse_operator"]["values"][index * rows : (index + 1) * rows] = 7.0
     assert batches_done(root, name).sum() == n_batches - len(lost)
 
     second = run_survey(config, client=local_client)

@@ -16,6 +16,7 @@ from pipeline.operators import (
     BACKENDS,
     ImagingSparseOperator,
     OperatorInputs,
+    balanced_batch_rows,
     compute_rows,
     n_offsets_for_kernel,
     offsets_for_kernel,
@@ -105,6 +106,21 @@ def test_every_backend_equals_brute_force(case, backend):
         assert (brute < -1e-3 * scale).any() and np.array_equal(
             np.sign(w[np.abs(brute) > 1e-9 * scale]), np.sign(brute[np.abs(brute) > 1e-9 * scale])
         )
+
+
+def test_balanced_batch_rows_against_every_split():
+    for n_pixels in range(1, 120):
+        for batch_size in range(1, 130):
+            rows = balanced_batch_rows(n_pixels, batch_size)
+            n_batches = -(-n_pixels // batch_size)
+            # brute force: the fewest uniform rows that still give ceil(N / batch_size) batches
+            fewest = min(r for r in range(1, batch_size + 1) if -(-n_pixels // r) == n_batches)
+            assert rows == fewest <= batch_size
+            assert -(-n_pixels // rows) == n_batches
+            assert n_batches * rows - n_pixels < n_batches  # padding: less than a row per batch
+    assert balanced_batch_rows(4097, 2048) == 1366
+    with pytest.raises(OperatorError, match="batch_size must be >= 1"):
+        balanced_batch_rows(10, 0)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

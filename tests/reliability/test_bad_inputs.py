@@ -107,7 +107,9 @@ def _failures(stdout: str) -> dict[str, str]:
     return out
 
 
-def check_outcome(inputs: Inputs, store: Path, code: int, stdout: str, unsafe: set[str] = frozenset()):
+def check_outcome(
+    inputs: Inputs, store: Path, code: int, stdout: str, unsafe: set[str] = frozenset()
+):
     assert code == 3, stdout  # partial: the run finished, some datasets failed
     failures = _failures(stdout)
     assert set(failures) == set(inputs.bad), stdout

@@ -28,7 +28,7 @@ from pipeline.flow.config import (
 )
 from pipeline.flow.run import run_survey
 from pipeline.flow.simulate import simulate_survey
-from pipeline.operators import OperatorInputs, compute_rows
+from pipeline.operators import OperatorInputs, balanced_batch_rows, compute_rows
 from tests.reliability.support import set_manifest_column, write_config
 
 GiB = 2**30
@@ -76,8 +76,12 @@ def test_auto_batches_keep_a_large_operator_under_a_1gib_worker(tmp_path):
     operator = group["sparse_operator"]
     rows = int(operator.attrs["batch_size"])
     assert n > 40_000
-    assert rows == operator_batch_rows((21, 21), n, GiB // 4) == GiB // 4 // 30_440
-    assert operator.attrs["n_batches"] == math.ceil(n / rows) == summary.shards_computed >= 5
+    budget_rows = operator_batch_rows((21, 21), n, GiB // 4)
+    assert budget_rows == GiB // 4 // 30_440
+    n_batches = math.ceil(n / budget_rows)
+    # the budget's rows, balanced over as many batches: never more rows than the budget allows
+    assert rows == balanced_batch_rows(n, budget_rows) == math.ceil(n / n_batches) <= budget_rows
+    assert operator.attrs["n_batches"] == n_batches == summary.shards_computed >= 5
     # one batch of the whole operator would not fit in the worker at all
     assert n * operator_row_bytes((21, 21)) > GiB
 
