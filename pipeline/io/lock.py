@@ -4,7 +4,9 @@ The lock is a small JSON object ``lenspipe.lock`` at the store root (beside ``za
 Zarr node) holding the owner's run id, host, pid and a heartbeat time. Acquiring writes it only if
 absent (an exclusive create on local disks) and then reads it back: on object stores, where a
 create-if-absent is not atomic, two drivers racing for the lock both write, and only the one whose
-token survives the read-back after a short settle time holds it.
+token survives the read-back after a short settle time holds it. Local and in-memory stores
+create atomically, so their read-back needs no settle time, except after taking over a stale
+lock (a plain overwrite, which two drivers may race).
 
 Stale-lock rule: a lock whose heartbeat is older than ``stale_after`` seconds, or whose owner is a
 dead process on this host, or that is not valid JSON, may be taken over (the new owner logs it).
@@ -32,11 +34,23 @@ from zarr.core.sync import sync
 
 from pipeline.exc import StoreError
 
-__all__ = ["RunLock", "acquire_run_lock"]
+__all__ = ["RunLock", "acquire_run_lock", "settle_seconds"]
 
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = "lenspipe.lock"
+SETTLE_SECONDS = 0.2
+
+
+def settle_seconds(store: object, *, took_over: bool) -> float:
+    """Seconds to wait before reading a just-written lock back: none where the write was an atomic
+    create-if-absent (local directory, memory), :data:`SETTLE_SECONDS` otherwise (object stores,
+    and any takeover of a stale lock, which overwrites)."""
+    from zarr.storage import LocalStore, MemoryStore
+
+    if not took_over and isinstance(store, LocalStore | MemoryStore):
+        return 0.0
+    return SETTLE_SECONDS
 
 
 def _key(root: zarr.Group) -> str:
@@ -153,11 +167,12 @@ def acquire_run_lock(
     run_id: str,
     *,
     stale_after: float = 120.0,
-    settle: float = 0.2,
+    settle: float | None = None,
     interval: float = 10.0,
 ) -> RunLock:
     """Take the store's run lock or raise :class:`StoreError` naming its holder. ``interval``:
-    seconds between heartbeats (keep it well below ``stale_after``)."""
+    seconds between heartbeats (keep it well below ``stale_after``); ``settle``: seconds before
+    the read-back (default :func:`settle_seconds`)."""
     content = {
         "run_id": run_id,
         "token": uuid.uuid4().hex,
@@ -167,6 +182,7 @@ def acquire_run_lock(
         "heartbeat": time.time(),
     }
     current = _read(root)
+    took_over = current is not None
     if current is not None:
         if not _stale(current, stale_after):
             age = time.time() - float(current.get("heartbeat", 0.0))
@@ -181,6 +197,8 @@ def acquire_run_lock(
         return acquire_run_lock(
             root, run_id, stale_after=stale_after, settle=settle, interval=interval
         )
+    if settle is None:
+        settle = settle_seconds(root.store, took_over=took_over)
     time.sleep(settle)  # object stores: let a racing writer's lock land before the read-back
     held = _read(root)
     if held is None or held.get("token") != content["token"]:

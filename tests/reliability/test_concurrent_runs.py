@@ -17,7 +17,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.exc import StoreError
 from pipeline.flow.simulate import simulate_survey
-from pipeline.io.lock import LOCK_NAME, acquire_run_lock
+from pipeline.io.lock import LOCK_NAME, SETTLE_SECONDS, acquire_run_lock, settle_seconds
 from pipeline.io.store import create_store, list_datasets
 from tests.reliability.support import (
     assert_stores_equal,
@@ -160,3 +160,46 @@ def test_a_taken_over_lock_is_never_overwritten_by_its_old_holder(small_survey):
     successor.release()
     assert read_lock(store) is None
     assert os.getpid() == stalled.content["pid"] == successor.content["pid"]
+
+
+# ---------------------------------------------------------------------------------------- settle
+def test_settle_time_only_where_the_lock_write_can_race(tmp_path):
+    from zarr.storage import FsspecStore, LocalStore, MemoryStore
+
+    local = LocalStore(tmp_path)
+    assert settle_seconds(local, took_over=False) == 0.0  # exclusive create: atomic
+    assert settle_seconds(MemoryStore(), took_over=False) == 0.0
+    assert settle_seconds(local, took_over=True) == SETTLE_SECONDS > 0  # overwrite: may race
+    remote = FsspecStore.from_url("memory://lenspipe-settle-test")
+    assert settle_seconds(remote, took_over=False) == SETTLE_SECONDS
+
+
+def _race_for_lock(store: str, run_id: str, barrier) -> str:
+    from pipeline.io.store import open_store
+
+    root = open_store(store, mode="r+")
+    barrier.wait()
+    try:
+        acquire_run_lock(root, run_id)  # default settle: none on a local store
+    except StoreError:
+        return "refused"
+    return "held"
+
+
+def test_drivers_racing_for_a_local_lock_without_settle_time(tmp_path):
+    """Four processes released at once: the exclusive create lets exactly one hold the lock."""
+    import multiprocessing
+
+    store = tmp_path / "race.zarr"
+    create_store(store)
+    context = multiprocessing.get_context("spawn")
+    for attempt in range(3):
+        barrier = context.Manager().Barrier(4)
+        with context.Pool(4) as pool:
+            outcomes = pool.starmap(
+                _race_for_lock, [(str(store), f"run-{attempt}-{i}", barrier) for i in range(4)]
+            )
+        assert sorted(outcomes) == ["held", "refused", "refused", "refused"]
+        holder = read_lock(store)["run_id"]
+        assert holder.startswith(f"run-{attempt}-")
+        (store / LOCK_NAME).unlink()  # the holder's process is gone: start the next race clean
