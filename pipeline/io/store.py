@@ -411,22 +411,29 @@ def record_prepared(
     *,
     sources: Iterable[Source] = (),
     settings: Mapping[str, Any] | None = None,
+    complete: bool = False,
+    timings: Mapping[str, float] | None = None,
 ) -> None:
-    """Write a dataset's attributes with status ``prepared`` (one metadata write). Driver only."""
+    """Write a dataset's attributes with status ``prepared`` (one metadata write). Driver only.
+
+    ``complete=True`` records it ``complete`` in that same write, for a dataset with nothing left
+    to compute (no operator, or every operator batch written and seen by the driver)."""
     settings = dict(settings or {})
-    _dataset_group(root, name).update_attributes(
-        {
-            **_jsonable(dict(metadata)),
-            "status": PREPARED,
-            "sources": [_jsonable(asdict(s)) for s in sources],
-            "settings": _jsonable(settings),
-            "settings_hash": settings_hash(settings),
-            "software": dict(_software()),
-            "timings": {},
-            "error": None,
-            "prepared": _now(),
-        }
-    )
+    now = _now()
+    attrs = {
+        **_jsonable(dict(metadata)),
+        "status": COMPLETE if complete else PREPARED,
+        "sources": [_jsonable(asdict(s)) for s in sources],
+        "settings": _jsonable(settings),
+        "settings_hash": settings_hash(settings),
+        "software": dict(_software()),
+        "timings": _jsonable(dict(timings or {})),
+        "error": None,
+        "prepared": now,
+    }
+    if complete:
+        attrs["completed"] = now
+    _dataset_group(root, name).update_attributes(attrs)
 
 
 def prepare_dataset(
