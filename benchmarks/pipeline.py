@@ -3,7 +3,7 @@ with 1 and 2 worker processes. Prints a Markdown table.
 
 * datasets per second;
 * parallel efficiency = serial time / (workers x wall time), against a serial in-process loop of
-  exactly the same tasks (prepare, driver write, operator shards, finalize);
+  exactly the same tasks (prepare with its group, operator shards, the driver's finalize);
 * where the workers' time goes: operator kernels, operator store writes, prepare, and the rest
   (scheduling, task overhead, idle), as shares of workers x wall time.
 
@@ -27,6 +27,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[_var] = "1"
 
+import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from pipeline.flow.config import load_config  # noqa: E402
@@ -41,11 +42,8 @@ from pipeline.flow.tasks import (  # noqa: E402
 )
 from pipeline.io.store import (  # noqa: E402
     OperatorStorage,
-    begin_dataset,
     create_store,
     finalize_dataset,
-    record_prepared,
-    settings_hash,
 )
 
 
@@ -56,35 +54,23 @@ def serial(config) -> dict:
     settings = PrepareSettings.from_config(config)
     op = config.sparse_operator
     storage = OperatorStorage(op.dtype, op.codec, op.level, op.keep_bits, op.shuffle)
-    dataset_settings = config.dataset_settings()
     totals = {"kernel": 0.0, "write": 0.0, "prepare": 0.0}
     start = time.perf_counter()
     for spec in discover(config).specs:
-        begin_dataset(root, spec.name)
         prepared = prepare_task(spec, settings, store, op.batch_size, storage, op.backend)
         first = prepared.first_batch
         totals["prepare"] += prepared.wall_seconds - first.wall_seconds
         totals["kernel"] += first.kernel_seconds
         totals["write"] += first.write_seconds
-        # the driver's metadata writes: complete at once when batch 0 was the only one
-        record_prepared(
-            root,
-            spec.name,
-            prepared.metadata,
-            sources=prepared.sources,
-            settings=dataset_settings,
-            complete=prepared.n_batches == 1,
-        )
         for index in range(1, prepared.n_batches):
             shard = operator_shard_task(
                 store, spec.name, index, op.backend, prepared.metadata["token"]
             )
             totals["kernel"] += shard.kernel_seconds
             totals["write"] += shard.write_seconds
-        if prepared.n_batches > 1:
+        if not prepared.complete:  # the driver's one metadata write for this dataset
             finalize_dataset(root, spec.name, verify_markers=False)
     totals["wall"] = time.perf_counter() - start
-    assert settings_hash(dataset_settings)
     return totals
 
 
@@ -127,13 +113,6 @@ def config_size(config) -> int:
     return len(discover(config).specs)
 
 
-def _best_of(repeat: int, folder: Path, store: str, batch_size: int, run) -> dict:
-    """The run with the shortest wall time of ``repeat`` (each into a new store): the machine's
-    other load only ever slows a run down."""
-    runs = [_measured(folder, store, batch_size, run) for _ in range(repeat)]
-    return min(runs, key=lambda r: r["wall"])
-
-
 def _measured(folder: Path, store: str, batch_size: int, run) -> dict:
     """One measured run into a new store, which is then checked and deleted.
 
@@ -155,7 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=2048)
-    parser.add_argument("--repeat", type=int, default=3, help="runs per row; the fastest is shown")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; the median is shown")
     parser.add_argument(
         "--dir",
         default=None,
@@ -172,41 +151,39 @@ def main() -> None:
         )
         # a warm-up pass so that imports, JIT compilation and the page cache favour no one
         _measured(folder, "warmup.zarr", args.batch_size, serial)
-        serial_best = _best_of(args.repeat, folder, "serial.zarr", args.batch_size, serial)
-        rows = [("serial in-process", 1, serial_best)]
-        for workers in (1, 2):
-            result = _best_of(
-                args.repeat,
-                folder,
-                f"dask{workers}.zarr",
-                args.batch_size,
-                functools.partial(
-                    parallel,
-                    n_workers=workers,
-                    warmup=_config(warm_folder, f"warm{workers}.zarr", args.batch_size),
-                ),
-            )
-            rows.append((f"LocalCluster, {workers} worker(s)", workers, result))
+        runs: dict[int, list[dict]] = {0: [], 1: [], 2: []}  # 0: serial
+        # rounds of (serial, 1 worker, 2 workers): the machine's load drifts over minutes, so
+        # each efficiency is a ratio within one round, and the median round is reported
+        for _ in range(args.repeat):
+            runs[0].append(_measured(folder, "serial.zarr", args.batch_size, serial))
+            for workers in (1, 2):
+                warmup = _config(warm_folder, f"warm{workers}.zarr", args.batch_size)
+                run = functools.partial(parallel, n_workers=workers, warmup=warmup)
+                runs[workers].append(_measured(folder, f"dask{workers}.zarr", args.batch_size, run))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
-    base = rows[0][2]["wall"]
     print(
         f"{args.n} mock datasets (64-100 px, 11x11 and 21x21 PSFs), batch_size {args.batch_size}, "
-        f"{os.cpu_count()} cores, best of {args.repeat} runs each\n"
+        f"{os.cpu_count()} cores; median of {args.repeat} rounds\n"
     )
     print(
         "| run | workers | wall s | datasets/s | efficiency | kernels | writes | prepare | other |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    for label, workers, r in rows:
-        budget = workers * r["wall"]
-        shares = {k: r[k] / budget for k in ("kernel", "write", "prepare")}
-        other = 1.0 - sum(shares.values())
+    labels = {0: "serial in-process", 1: "LocalCluster, 1 worker", 2: "LocalCluster, 2 workers"}
+    for workers, label in labels.items():
+        n_workers = max(workers, 1)
+        # per round: efficiency against that round's serial time, shares of workers x wall
+        rounds = []
+        for r, base in zip(runs[workers], runs[0], strict=True):
+            budget = n_workers * r["wall"]
+            shares = [r[k] / budget for k in ("kernel", "write", "prepare")]
+            rounds.append([r["wall"], base["wall"] / budget, *shares, 1.0 - sum(shares)])
+        wall, efficiency, kernel, write, prepare, other = np.median(np.array(rounds), axis=0)
         print(
-            f"| {label} | {workers} | {r['wall']:.2f} | {args.n / r['wall']:.1f} | "
-            f"{base / budget:.0%} | {shares['kernel']:.0%} | {shares['write']:.0%} | "
-            f"{shares['prepare']:.0%} | {other:.0%} |"
+            f"| {label} | {n_workers} | {wall:.2f} | {args.n / wall:.1f} | {efficiency:.0%} | "
+            f"{kernel:.0%} | {write:.0%} | {prepare:.0%} | {other:.0%} |"
         )
 
 

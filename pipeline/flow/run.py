@@ -47,12 +47,10 @@ from pipeline.io.store import (
     PREPARED,
     OperatorStorage,
     batches_done,
-    begin_dataset,
     create_store,
     damaged_batches,
     finalize_dataset,
     mark_failed,
-    record_prepared,
     reopen_dataset,
     reset_batches,
     settings_hash,
@@ -325,15 +323,14 @@ class _Driver:
         self.tokens: dict[str, str | None] = dict(plan.tokens)
 
     # -------------------------------------------------------------------------------- outcomes
-    def _fail(self, name: str, message: str, *, record: bool = True) -> None:
+    def _fail(self, name: str, message: str) -> None:
         if name in self.failed:
             return
         self.failed.add(name)
         self.remaining.pop(name, None)
         self.summary.failed += 1
         self.summary.failures.append({"name": name, "message": message})
-        if record:
-            mark_failed(self.root, name, message)
+        mark_failed(self.root, name, message)
         self.progress.dataset_done()
 
     def _complete(self, name: str, *, verify_markers: bool = False) -> None:
@@ -357,7 +354,7 @@ class _Driver:
     # -------------------------------------------------------------------------------- submission
     def _next_tasks(self, n: int) -> tuple[list[tuple[str, int]], list[DatasetSpec]]:
         """Up to ``n`` tasks to submit: operator shards of prepared datasets first (so few
-        datasets are half-done at any time), then prepares of new datasets (begun here)."""
+        datasets are half-done at any time), then prepares of new datasets."""
         shards: list[tuple[str, int]] = []
         prepares: list[DatasetSpec] = []
         while len(shards) + len(prepares) < n and (self.shard_queue or self.prepare_queue):
@@ -366,13 +363,7 @@ class _Driver:
                 if name not in self.failed:
                     shards.append((name, index))
                 continue
-            spec = self.prepare_queue.popleft()
-            try:
-                begin_dataset(self.root, spec.name, overwrite=True)
-            except StoreError as err:
-                self._fail(spec.name, f"dataset {spec.name!r}: {err}", record=False)
-                continue
-            prepares.append(spec)
+            prepares.append(self.prepare_queue.popleft())
         return shards, prepares
 
     def _fill(self, pending) -> None:
@@ -434,23 +425,9 @@ class _Driver:
             self.summary.cpu_seconds -= first.cpu_seconds  # counted once, as a shard
             self.progress.add_batches(1)
             self._account_shard(first)
-        # nothing left to compute (no operator, or its only batch came with the prepare task):
-        # the dataset is recorded complete in the same metadata write
-        finished = self.operator is None or (first is not None and result.n_batches == 1)
-        try:
-            record_prepared(
-                self.root,
-                name,
-                result.metadata,
-                sources=result.sources,
-                settings=self.settings,
-                complete=finished,
-                timings=self.timings[name],
-            )
-        except StoreError as err:
-            self._fail(name, f"dataset {name!r}: {err}")
-            return
-        if finished:
+        if result.complete:
+            # nothing was left to compute (no operator, or its only batch came with the prepare
+            # task): the task recorded the dataset complete
             self.summary.complete += 1
             self.progress.dataset_done()
             return

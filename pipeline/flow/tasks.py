@@ -1,8 +1,9 @@
 """What the tasks of a survey run compute. Each function runs in a Dask worker (or in-process),
 receives a recipe (paths, names, indexes, settings), never large arrays, and is idempotent.
 
-* :func:`prepare_task` — load a dataset's FITS files, validate, mask, over-sample. Returns the
-  prepared ``Imaging`` (a few hundred kB) to the driver, which alone writes store metadata.
+* :func:`prepare_task` — load a dataset's FITS files, validate, mask, over-sample, write the
+  dataset's group (arrays, empty operator arrays, operator batch 0, then its attributes) and
+  return a small summary to the driver.
 * :func:`operator_shard_task` — compute rows ``[start, stop)`` of W for one batch, reading the
   dataset's mask, noise map and PSF from the store, and write them as one whole chunk followed by
   the batch's completion marker.
@@ -42,7 +43,14 @@ from pipeline.imaging import (
     over_sample_size_via_radial_bins_from,
 )
 from pipeline.imaging.geometry import as_pixel_scales
-from pipeline.io.store import OperatorStorage, Source
+from pipeline.io.store import (
+    OperatorStorage,
+    Source,
+    begin_dataset,
+    dataset_metadata,
+    record_prepared,
+    write_dataset_arrays,
+)
 from pipeline.operators.layout import balanced_batch_rows
 
 __all__ = [
@@ -94,15 +102,19 @@ class StoreRecipe:
 
 @dataclass(frozen=True)
 class PrepareSettings:
-    """The parts of the config a prepare task needs (picklable, small)."""
+    """The parts of the config a prepare task needs (picklable, small); ``recorded``: the
+    settings written with each dataset (their hash tells a resume whether they changed)."""
 
     pixel_scales: Any
     mask: Any
     over_sampling: Any
+    recorded: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: Config) -> PrepareSettings:
-        return cls(config.pixel_scales, config.mask, config.over_sampling)
+        return cls(
+            config.pixel_scales, config.mask, config.over_sampling, config.dataset_settings()
+        )
 
 
 @dataclass(frozen=True)
@@ -141,10 +153,11 @@ class ShardResult:
 
 @dataclass
 class PrepareResult:
-    """A prepared dataset, already written to its group: what the driver records.
+    """A prepared dataset, written and recorded in its group by the task: what the driver needs.
 
     ``first_batch`` is operator batch 0 when the task computed it (with the inputs still in
-    memory: one task fewer per dataset, and small datasets need no operator task at all)."""
+    memory: one task fewer per dataset, and small datasets need no operator task at all);
+    ``complete``: nothing is left to compute, and the task recorded the dataset ``complete``."""
 
     name: str
     metadata: dict[str, Any]
@@ -153,6 +166,7 @@ class PrepareResult:
     cpu_seconds: float
     wall_seconds: float
     first_batch: ShardResult | None = None
+    complete: bool = False
 
 
 def configure_worker() -> None:
@@ -319,14 +333,13 @@ def prepare_task(
     storage: OperatorStorage | None = None,
     backend: str | None = None,
 ) -> PrepareResult | TaskFailure:
-    """Task: prepare one dataset and write its arrays into the group the driver began for it.
+    """Task: prepare one dataset and write it to its own group, which it (re)creates.
 
     With ``batch_size`` (most rows per batch, or :class:`AutoBatchSize`) also the empty operator
     arrays, in batches balanced by :func:`~pipeline.operators.balanced_batch_rows`; with a
-    ``backend`` also compute and write operator batch 0. Bad input becomes a
-    :class:`TaskFailure`."""
-    from pipeline.io.store import dataset_metadata, write_dataset_arrays
-
+    ``backend`` also compute and write operator batch 0. The group's attributes (status,
+    metadata, sources, settings) are written last: ``prepared``, or ``complete`` if nothing is
+    left to compute. Bad input becomes a :class:`TaskFailure`."""
     configure_worker()
     wall, cpu = time.perf_counter(), time.process_time()
     try:
@@ -337,33 +350,58 @@ def prepare_task(
         if batch_size:
             # evenly sized batches, none mostly padding: the store records these rows
             batch_size = balanced_batch_rows(imaging.shape_slim, batch_size)
+        root = _root(store)
+        begin_dataset(root, spec.name, overwrite=True)
         write_dataset_arrays(
-            _root(store),
+            root,
             spec.name,
             imaging,
             batch_size=batch_size,
             operator_storage=storage or OperatorStorage(),
         )
     except (PipelineError, OSError) as err:
-        message = str(err)
-        if spec.name not in message:
-            message = f"dataset {spec.name!r}: {message}"
-        return TaskFailure(spec.name, message)
+        return _failure(spec.name, err)
     n_batches = -(-imaging.shape_slim // batch_size) if batch_size else 0
     first = None
     if n_batches and backend is not None:
         first = _first_batch(store, spec.name, imaging, batch_size, backend)
         if isinstance(first, TaskFailure):
             return first
+    metadata = dataset_metadata(imaging)
+    complete = n_batches == 0 or (first is not None and n_batches == 1)
+    prepare_wall = time.perf_counter() - wall - (first.wall_seconds if first else 0.0)
+    timings = {"prepare_seconds": prepare_wall}
+    if first is not None:
+        timings["operator_seconds"] = first.wall_seconds
+    try:
+        record_prepared(
+            _root(store),
+            spec.name,
+            metadata,
+            sources=sources,
+            settings=settings.recorded,
+            complete=complete,
+            timings=timings,
+        )
+    except (PipelineError, OSError) as err:
+        return _failure(spec.name, err)
     return PrepareResult(
         spec.name,
-        dataset_metadata(imaging),
+        metadata,
         n_batches,
         sources,
         time.process_time() - cpu,
         time.perf_counter() - wall,
         first,
+        complete,
     )
+
+
+def _failure(name: str, err: Exception) -> TaskFailure:
+    message = str(err)
+    if name not in message:
+        message = f"dataset {name!r}: {message}"
+    return TaskFailure(name, message)
 
 
 def _first_batch(
