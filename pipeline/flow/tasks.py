@@ -46,7 +46,6 @@ from pipeline.imaging.geometry import as_pixel_scales
 from pipeline.io.store import (
     OperatorStorage,
     Source,
-    begin_dataset,
     dataset_metadata,
     record_prepared,
     write_dataset_arrays,
@@ -350,14 +349,13 @@ def prepare_task(
         if batch_size:
             # evenly sized batches, none mostly padding: the store records these rows
             batch_size = balanced_batch_rows(imaging.shape_slim, batch_size)
-        root = _root(store)
-        begin_dataset(root, spec.name, overwrite=True)
         write_dataset_arrays(
-            root,
+            _root(store),
             spec.name,
             imaging,
             batch_size=batch_size,
             operator_storage=storage or OperatorStorage(),
+            recreate=True,
         )
     except (PipelineError, OSError) as err:
         return _failure(spec.name, err)

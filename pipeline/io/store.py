@@ -54,7 +54,10 @@ import numpy as np
 import zarr
 import zarr.api.asynchronous
 import zarr.errors
+import zarr.storage
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
+from zarr.core.group import GroupMetadata
+from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.core.sync import sync
 
 from pipeline.exc import StoreError
@@ -98,6 +101,8 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 PREPARED, COMPLETE, FAILED = "prepared", "complete", "failed"
+# reported (never written) for a group without status: being prepared, or its prepare was cut
+PREPARING = "preparing"
 StoreLike = str | os.PathLike | zarr.abc.store.Store | zarr.Group
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
@@ -361,12 +366,25 @@ def write_dataset_arrays(
     *,
     batch_size: int | None = None,
     operator_storage: OperatorStorage = OperatorStorage(),
+    recreate: bool = False,
 ) -> None:
-    """Create and fill the arrays of a begun dataset (inside its own group only) and, if
-    ``batch_size`` is given, its empty operator arrays. Run by the dataset's prepare task: no
-    other process writes in that group until the driver records it prepared."""
-    group = _dataset_group(root, name)
-    arrays = {
+    """Create and fill the arrays of a dataset (inside its own group only) and, if
+    ``batch_size`` is given, its empty operator arrays chunked by ``batch_size`` rows. Run by the
+    dataset's prepare task: no other process writes in that group meanwhile.
+
+    ``recreate=True`` also (re)creates the group itself, erasing anything it held, without
+    attributes (a group without ``status`` is prepared again by a resume); otherwise the group
+    must exist (:func:`begin_dataset`). Every node is created in one batch of concurrent writes
+    (:func:`zarr.create_hierarchy`), then every array filled in another: zarr-python's cost per
+    node created one by one (~1-2 ms: existence checks, parent groups, its async machinery)
+    was most of a small dataset's prepare time.
+    """
+    validate_dataset_name(name)
+    datasets = _datasets(root)
+    path = f"{datasets.path}/{name}"
+    if not recreate and name not in datasets:
+        raise StoreError(f"dataset {name!r} is not in the store")
+    arrays: dict[str, np.ndarray] = {
         "data": imaging.data.native.astype(np.float64),
         "noise_map": imaging.noise_map.native.astype(np.float64),
         "mask": np.asarray(imaging.mask, dtype=bool),
@@ -380,28 +398,110 @@ def write_dataset_arrays(
         arrays["psf"] = imaging.psf.kernel.native.astype(np.float64)
     if imaging.noise_covariance_matrix is not None:
         arrays["noise_covariance_matrix"] = np.asarray(imaging.noise_covariance_matrix)
-    sync(_create_filled_arrays(root.store, group.path, arrays))
-    if batch_size is not None:
-        _create_operator(group, imaging, int(batch_size), operator_storage)
-
-
-async def _create_filled_arrays(store, path: str, arrays: dict[str, np.ndarray]) -> None:
-    # concurrently: zarr's per-array overhead (metadata, codec pipeline) dominates small arrays
-    group = await zarr.api.asynchronous.open_group(store=store, path=path, mode="r+")
-
-    async def create(key: str, values: np.ndarray) -> None:
-        array = await group.create_array(
-            key,
-            shape=values.shape,
-            dtype=values.dtype,
-            chunks=values.shape if values.size else (1,) * values.ndim,
-            compressors=[ZstdCodec(level=1)],
+    small = [ZstdCodec(level=1)]
+    nodes: dict[str, Any] = {
+        f"{path}/{key}": _array_metadata(
+            values.shape,
+            values.dtype,
+            values.shape if values.size else (1,) * values.ndim,
+            small,
             fill_value=0,
-            overwrite=True,
         )
-        await array.setitem(Ellipsis, values)
+        for key, values in arrays.items()
+    }
+    fills = {f"{path}/{key}": values for key, values in arrays.items()}
+    if recreate:
+        nodes[path] = GroupMetadata()
+    if batch_size is not None:
+        nodes_op, fills_op = _operator_nodes(
+            f"{path}/sparse_operator", imaging, int(batch_size), operator_storage
+        )
+        nodes.update(nodes_op)
+        fills.update(fills_op)
+    sync(_create_and_fill(root.store, nodes, fills))
 
-    await asyncio.gather(*(create(key, values) for key, values in arrays.items()))
+
+def _operator_nodes(
+    path: str, imaging: Imaging, batch_size: int, storage: OperatorStorage
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    if imaging.psf is None:
+        raise StoreError("the dataset has no PSF: there is no sparse operator to store")
+    if batch_size < 1:
+        raise StoreError(f"batch_size must be >= 1, got {batch_size}")
+    layout = OperatorLayout(np.asarray(imaging.mask), imaging.psf.shape_native)
+    n, n_off = layout.n_pixels, layout.n_offsets
+    n_batches = -(-n // batch_size)
+    attrs = {
+        "batch_size": batch_size,
+        "n_batches": n_batches,
+        "kernel_shape": list(imaging.psf.shape_native),
+        "dtype": storage.dtype,
+        "storage": asdict(storage),
+    }
+    offsets = np.asarray(layout.offsets)
+    nodes = {
+        path: GroupMetadata(attributes=attrs),
+        # the storage settings ride on the values array too: a writer opens only that array
+        f"{path}/values": _array_metadata(
+            (n, n_off),
+            np.dtype(storage.dtype),
+            (batch_size, n_off),
+            storage.compressors(),
+            fill_value=0.0,
+            attributes={"storage": asdict(storage)},
+        ),
+        f"{path}/offsets": _array_metadata(offsets.shape, offsets.dtype, (n_off, 2), None, 0),
+        f"{path}/batches_done": _array_metadata((n_batches,), np.dtype(np.uint8), (1,), None, 0),
+    }
+    return nodes, {f"{path}/offsets": offsets}
+
+
+_METADATA_TEMPLATES: dict[tuple, dict[str, Any]] = {}
+
+
+def _metadata_template(dtype: np.dtype, compressors: list | None, fill_value: Any) -> dict:
+    """The metadata document ``zarr.create_array`` writes for this dtype, compressors and fill
+    value (made once per process in memory, so ours never drifts from zarr's own choices, such
+    as Blosc's typesize)."""
+    codecs = None if compressors is None else [c.to_dict() for c in compressors]
+    key = (np.dtype(dtype).str, json.dumps(codecs, sort_keys=True), repr(fill_value))
+    if key not in _METADATA_TEMPLATES:
+        array = zarr.create_array(
+            zarr.storage.MemoryStore(),
+            shape=(1,),
+            chunks=(1,),
+            dtype=np.dtype(dtype),
+            compressors=compressors,
+            fill_value=fill_value,
+        )
+        _METADATA_TEMPLATES[key] = array.metadata.to_dict()
+    return _METADATA_TEMPLATES[key]
+
+
+def _array_metadata(
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    chunks: tuple[int, ...],
+    compressors: list | None,
+    fill_value: Any,
+    attributes: dict[str, Any] | None = None,
+) -> ArrayV3Metadata:
+    document = dict(_metadata_template(dtype, compressors, fill_value))
+    document.update(
+        shape=tuple(int(v) for v in shape),
+        chunk_grid={"name": "regular", "configuration": {"chunk_shape": tuple(chunks)}},
+        attributes=dict(attributes or {}),
+    )
+    return ArrayV3Metadata.from_dict(document)
+
+
+async def _create_and_fill(store, nodes: dict[str, Any], fills: dict[str, np.ndarray]) -> None:
+    created = {}
+    async for path, node in zarr.api.asynchronous.create_hierarchy(
+        store=store, nodes=nodes, overwrite=True
+    ):
+        created[path] = node
+    await asyncio.gather(*(created[path].setitem(Ellipsis, fills[path]) for path in fills))
 
 
 def record_prepared(
@@ -458,50 +558,6 @@ def prepare_dataset(
     )
     record_prepared(root, name, dataset_metadata(imaging), sources=sources, settings=settings)
     return _dataset_group(root, name)
-
-
-def _create_operator(
-    group: zarr.Group, imaging: Imaging, batch_size: int, storage: OperatorStorage
-) -> None:
-    if imaging.psf is None:
-        raise StoreError("the dataset has no PSF: there is no sparse operator to store")
-    if batch_size < 1:
-        raise StoreError(f"batch_size must be >= 1, got {batch_size}")
-    layout = OperatorLayout(np.asarray(imaging.mask), imaging.psf.shape_native)
-    n, n_off = layout.n_pixels, layout.n_offsets
-    n_batches = -(-n // batch_size)
-    op = group.create_group(
-        "sparse_operator",
-        overwrite=True,
-        attributes={
-            "batch_size": batch_size,
-            "n_batches": n_batches,
-            "kernel_shape": list(imaging.psf.shape_native),
-            "dtype": storage.dtype,
-            "storage": asdict(storage),
-        },
-    )
-    # the storage settings ride on the values array too: a writer opens only that array
-    op.create_array(
-        "values",
-        shape=(n, n_off),
-        dtype=storage.dtype,
-        chunks=(batch_size, n_off),
-        compressors=storage.compressors(),
-        fill_value=0.0,
-        attributes={"storage": asdict(storage)},
-    )
-    op.create_array(
-        "offsets", data=layout.offsets, chunks=(n_off, 2), fill_value=0, compressors=None
-    )
-    op.create_array(
-        "batches_done",
-        shape=(n_batches,),
-        dtype=np.uint8,
-        chunks=(1,),
-        fill_value=0,
-        compressors=None,
-    )
 
 
 def finalize_dataset(
@@ -676,15 +732,22 @@ def dataset_attrs(location: StoreLike, name: str, *, storage_options: dict | Non
 
 
 def dataset_status(location: StoreLike, name: str, *, storage_options: dict | None = None) -> str:
-    """``prepared``, ``complete`` or ``failed``."""
-    return str(dataset_attrs(location, name, storage_options=storage_options).get("status"))
+    """``prepared``, ``complete`` or ``failed``; ``preparing`` for a group without status yet
+    (its prepare task is running, or was interrupted: a resume prepares it again)."""
+    return str(
+        dataset_attrs(location, name, storage_options=storage_options).get("status") or PREPARING
+    )
 
 
 def list_datasets(location: StoreLike, *, storage_options: dict | None = None) -> dict[str, str]:
-    """``{name: status}`` of every dataset in the store, sorted by name."""
+    """``{name: status}`` of every dataset in the store, sorted by name (statuses as in
+    :func:`dataset_status`)."""
     root = open_store(location, storage_options=storage_options)
     datasets = _datasets(root)
-    return {key: str(datasets[key].attrs.get("status")) for key in sorted(datasets.group_keys())}
+    return {
+        key: str(datasets[key].attrs.get("status") or PREPARING)
+        for key in sorted(datasets.group_keys())
+    }
 
 
 def _readable_group(root: zarr.Group, name: str, allow_incomplete: bool) -> zarr.Group:

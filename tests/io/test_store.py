@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import zarr
+import zarr.codecs
+import zarr.storage
 
 from pipeline import Array2D, Imaging, Mask2D
 from pipeline.exc import StoreError
@@ -18,6 +21,7 @@ from pipeline.io.store import (
     OperatorStorage,
     Source,
     batches_done,
+    begin_dataset,
     create_store,
     dataset_attrs,
     dataset_status,
@@ -30,6 +34,7 @@ from pipeline.io.store import (
     prepare_dataset,
     settings_hash,
     validate_dataset_name,
+    write_dataset_arrays,
     write_imaging,
     write_operator_batch,
 )
@@ -330,6 +335,90 @@ def test_prepare_existing_name_needs_overwrite(store_location, imaging, other_im
     np.testing.assert_array_equal(back.data.native, other_imaging.data.native)
     with pytest.raises(StoreError, match="has no sparse operator"):
         open_operator(loc.location, "lens", **_kw(loc))
+
+
+def test_recreate_erases_the_previous_dataset(store_location, imaging, other_imaging):
+    """What a re-run prepare task does: the group is made anew in the same batch of writes as
+    its arrays, so no chunk or marker of the dataset it replaces survives."""
+    loc = store_location
+    root = _prepare(loc, "lens", imaging)
+    _write_batches(root, "lens", imaging.sparse_operator.values)
+    finalize_dataset(root, "lens")
+    write_dataset_arrays(root, "lens", other_imaging, batch_size=40, recreate=True)
+
+    group = open_store(loc.location, **_kw(loc))["datasets"]["lens"]
+    assert dict(group.attrs) == {}  # no status: a resume prepares it again
+    assert dataset_status(loc.location, "lens", **_kw(loc)) == "preparing"
+    n = other_imaging.shape_slim
+    assert not batches_done(root, "lens").any() and batches_done(root, "lens").size == -(-n // 40)
+    assert group["sparse_operator"]["values"].nchunks_initialized == 0
+    np.testing.assert_array_equal(group["data"][...], other_imaging.data.native)
+    np.testing.assert_array_equal(group["psf"][...], other_imaging.psf.kernel.native)
+    with pytest.raises(StoreError, match="'other' is not in the store"):
+        write_dataset_arrays(root, "other", other_imaging)  # without recreate: begun groups only
+
+
+def test_dataset_nodes_are_those_zarr_create_array_makes(store_location, imaging):
+    """Nodes are written from metadata documents in one batch: each equals the document of the
+    same array made by ``zarr.create_array``, one by one."""
+    loc = store_location
+    storage = OperatorStorage(dtype="float32", codec="lz4", level=3)
+    root = create_store(loc.location, **_kw(loc))
+    begin_dataset(root, "lens")
+    write_dataset_arrays(root, "lens", imaging, batch_size=BATCH, operator_storage=storage)
+    group = root["datasets"]["lens"]
+    reference = zarr.open_group(zarr.storage.MemoryStore(), mode="w")
+    small = [zarr.codecs.ZstdCodec(level=1)]
+    expected = {
+        "data": (imaging.data.native, small),
+        "noise_map": (imaging.noise_map.native, small),
+        "mask": (np.asarray(imaging.mask), small),
+        "over_sample_size_lp": (imaging.over_sample_size_lp.native.astype(np.int32), small),
+        "over_sample_size_pixelization": (
+            imaging.over_sample_size_pixelization.native.astype(np.int32),
+            small,
+        ),
+        "grid": (np.asarray(imaging.grid.slim), small),
+        "psf": (imaging.psf.kernel.native, small),
+    }
+    for key, (values, compressors) in expected.items():
+        made = reference.create_array(
+            key, data=values, chunks=values.shape, compressors=compressors, fill_value=0
+        )
+        assert group[key].metadata.to_dict() == made.metadata.to_dict(), key
+        np.testing.assert_array_equal(group[key][...], values)
+    op = group["sparse_operator"]
+    n, n_off = op["values"].shape
+    made = reference.create_array(
+        "values",
+        shape=(n, n_off),
+        dtype="float32",
+        chunks=(BATCH, n_off),
+        compressors=storage.compressors(),
+        fill_value=0.0,
+        attributes={"storage": asdict(storage)},
+    )
+    assert op["values"].metadata.to_dict() == made.metadata.to_dict()
+    offsets = reference.create_array(
+        "offsets", data=op["offsets"][...], chunks=(n_off, 2), fill_value=0, compressors=None
+    )
+    assert op["offsets"].metadata.to_dict() == offsets.metadata.to_dict()
+    markers = reference.create_array(
+        "batches_done",
+        shape=(-(-n // BATCH),),
+        dtype=np.uint8,
+        chunks=(1,),
+        fill_value=0,
+        compressors=None,
+    )
+    assert op["batches_done"].metadata.to_dict() == markers.metadata.to_dict()
+    assert dict(op.attrs) == {
+        "batch_size": BATCH,
+        "n_batches": -(-n // BATCH),
+        "kernel_shape": list(imaging.psf.shape_native),
+        "dtype": "float32",
+        "storage": asdict(storage),
+    }
 
 
 # ------------------------------------------------------------------------------ names
