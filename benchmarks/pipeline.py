@@ -35,6 +35,7 @@ from pipeline.flow.discover import discover  # noqa: E402
 from pipeline.flow.run import run_survey  # noqa: E402
 from pipeline.flow.simulate import simulate_survey  # noqa: E402
 from pipeline.flow.tasks import (  # noqa: E402
+    AutoBatchSize,
     PrepareSettings,
     StoreRecipe,
     operator_shard_task,
@@ -54,10 +55,13 @@ def serial(config) -> dict:
     settings = PrepareSettings.from_config(config)
     op = config.sparse_operator
     storage = OperatorStorage(op.dtype, op.codec, op.level, op.keep_bits, op.shuffle)
+    batch_size = op.batch_size
+    if batch_size == "auto":  # as the driver does
+        batch_size = AutoBatchSize(config.operator_memory_budget())
     totals = {"kernel": 0.0, "write": 0.0, "prepare": 0.0}
     start = time.perf_counter()
     for spec in discover(config).specs:
-        prepared = prepare_task(spec, settings, store, op.batch_size, storage, op.backend)
+        prepared = prepare_task(spec, settings, store, batch_size, storage, op.backend)
         first = prepared.first_batch
         totals["prepare"] += prepared.wall_seconds - first.wall_seconds
         totals["kernel"] += first.kernel_seconds
@@ -98,7 +102,7 @@ def parallel(config, n_workers: int, warmup) -> dict:
     }
 
 
-def _config(folder: Path, store: str, batch_size: int):
+def _config(folder: Path, store: str, batch_size: int | str):
     path = folder / "survey.yaml"
     data = yaml.safe_load(path.read_text())
     data["output"]["store"] = store
@@ -113,7 +117,7 @@ def config_size(config) -> int:
     return len(discover(config).specs)
 
 
-def _measured(folder: Path, store: str, batch_size: int, run) -> dict:
+def _measured(folder: Path, store: str, batch_size: int | str, run) -> dict:
     """One measured run into a new store, which is then checked and deleted.
 
     Deleting matters on virtual machines: memory the guest never touched before costs a
@@ -133,7 +137,12 @@ def _measured(folder: Path, store: str, batch_size: int, run) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=2048)
+    parser.add_argument(
+        "--batch-size",
+        type=lambda v: v if v == "auto" else int(v),
+        default=2048,
+        help="rows per operator task (an int, or auto: as many as fit the memory budget)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the median is shown")
     parser.add_argument(
         "--dir",
