@@ -7,7 +7,7 @@ with 1 and 2 worker processes. Prints a Markdown table.
 * where the workers' time goes: operator kernels, operator store writes, prepare, and the rest
   (scheduling, task overhead, idle), as shares of workers x wall time.
 
-Usage: ``python benchmarks/pipeline.py [--n 200] [--batch-size 2048] [--repeat 3] [--dir /dev/shm]``
+Usage: ``python benchmarks/pipeline.py [--n 200] [--batch-size auto|2048] [--repeat 3] [--dir /dev/shm]``
 """
 
 from __future__ import annotations
@@ -140,8 +140,9 @@ def main() -> None:
     parser.add_argument(
         "--batch-size",
         type=lambda v: v if v == "auto" else int(v),
-        default=2048,
-        help="rows per operator task (an int, or auto: as many as fit the memory budget)",
+        default="auto",
+        help="rows per operator task: auto (the default: as many as fit the memory budget, one "
+        "task per dataset here) or an int (at most that many; 2048 gives ~3 tasks per dataset)",
     )
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the median is shown")
     parser.add_argument(

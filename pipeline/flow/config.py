@@ -168,7 +168,7 @@ class OperatorConfig(_Model):
 
     backend: Literal["numpy", "numba", "jax"] = "numpy"
     batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
-        2048,
+        "auto",
         description="Most rows (unmasked pixels) per operator task and Zarr chunk, or 'auto': as "
         "many as fit in memory_budget_mb (see operator_batch_rows). A dataset of N pixels gets "
         "ceil(N / batch_size) tasks of equal rows (balanced_batch_rows).",

@@ -31,7 +31,8 @@ over_sampling:
   pixelization: 4
 sparse_operator:
   backend: numpy          # numpy (BLAS, fastest on CPU) | numba | jax
-  batch_size: {batch_size}         # unmasked pixels (rows of W) per task
+  batch_size: {batch_size}         # most unmasked pixels (rows of W) per task, or auto: as many
+                                   # as fit the memory budget (one task per small dataset)
   dtype: float64
 output:
   store: {store}
@@ -50,7 +51,7 @@ def simulate_survey(
     seed: int = 0,
     shape_range: tuple[int, int] = (64, 100),
     psf_shapes: tuple[int, ...] = (11, 21),
-    batch_size: int = 2048,
+    batch_size: int | str = "auto",
     n_workers: int | None = None,
 ) -> Path:
     """Write ``n`` mock lenses to ``out/<name>/{data,noise_map,psf}.fits`` with
