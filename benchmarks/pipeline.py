@@ -4,8 +4,10 @@ with 1 and 2 worker processes. Prints a Markdown table.
 * datasets per second;
 * parallel efficiency = serial time / (workers x wall time), against a serial in-process loop of
   exactly the same tasks (prepare with its group, operator shards, the driver's finalize);
-* where the workers' time goes: operator kernels, operator store writes, prepare, and the rest
-  (scheduling, task overhead, idle), as shares of workers x wall time.
+* the machine's ceiling for that efficiency: two plain processes running the serial loop at once;
+* where the workers' time goes: operator kernels, operator store writes, prepare (FITS, masks,
+  over-sampling and the dataset's group in the store), and the rest (scheduling, task overhead,
+  idle), as shares of workers x wall time.
 
 Usage: ``python benchmarks/pipeline.py [--n 200] [--batch-size auto|2048] [--repeat 3] [--dir /dev/shm]``
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import multiprocessing
 import os
 import shutil
 import sys
@@ -102,6 +105,29 @@ def parallel(config, n_workers: int, warmup) -> dict:
     }
 
 
+def _serial_here(folder: str, store: str, batch_size: int | str) -> dict:
+    return _measured(Path(folder), store, batch_size, serial)
+
+
+def plain_pair(folder: Path, batch_size: int | str, warm_folder: Path) -> dict:
+    """The machine's own ceiling: two plain processes (no Dask) each run the whole serial loop,
+    into stores of their own, at the same time. Their slowdown against one alone is what two
+    processes cost each other on these cores (shared caches, memory bandwidth, hypervisor)."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(2) as pool:
+        pool.starmap(
+            _serial_here, [(str(warm_folder), f"pairwarm{i}.zarr", batch_size) for i in (0, 1)]
+        )
+        start = time.perf_counter()
+        both = pool.starmap(
+            _serial_here, [(str(folder), f"pair{i}.zarr", batch_size) for i in (0, 1)]
+        )
+        wall = time.perf_counter() - start
+        pool.close()  # a clean exit: terminate() leaves the pool's semaphores to the tracker
+        pool.join()
+    return {"wall": wall, **{k: sum(r[k] for r in both) for k in ("kernel", "write", "prepare")}}
+
+
 def _config(folder: Path, store: str, batch_size: int | str):
     path = folder / "survey.yaml"
     data = yaml.safe_load(path.read_text())
@@ -161,15 +187,17 @@ def main() -> None:
         )
         # a warm-up pass so that imports, JIT compilation and the page cache favour no one
         _measured(folder, "warmup.zarr", args.batch_size, serial)
-        runs: dict[int, list[dict]] = {0: [], 1: [], 2: []}  # 0: serial
-        # rounds of (serial, 1 worker, 2 workers): the machine's load drifts over minutes, so
-        # each efficiency is a ratio within one round, and the median round is reported
+        runs: dict[str, list[dict]] = {"serial": [], "pair": [], "dask1": [], "dask2": []}
+        # rounds of every row: the machine's load drifts over minutes, so each efficiency is a
+        # ratio within one round, and the median round is reported
         for _ in range(args.repeat):
-            runs[0].append(_measured(folder, "serial.zarr", args.batch_size, serial))
+            runs["serial"].append(_measured(folder, "serial.zarr", args.batch_size, serial))
+            runs["pair"].append(plain_pair(folder, args.batch_size, warm_folder))
             for workers in (1, 2):
                 warmup = _config(warm_folder, f"warm{workers}.zarr", args.batch_size)
                 run = functools.partial(parallel, n_workers=workers, warmup=warmup)
-                runs[workers].append(_measured(folder, f"dask{workers}.zarr", args.batch_size, run))
+                result = _measured(folder, f"dask{workers}.zarr", args.batch_size, run)
+                runs[f"dask{workers}"].append(result)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -178,22 +206,28 @@ def main() -> None:
         f"{os.cpu_count()} cores; median of {args.repeat} rounds\n"
     )
     print(
-        "| run | workers | wall s | datasets/s | efficiency | kernels | writes | prepare | other |"
+        "| run | processes | wall s | datasets/s | efficiency | kernels | writes | prepare | other |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    labels = {0: "serial in-process", 1: "LocalCluster, 1 worker", 2: "LocalCluster, 2 workers"}
-    for workers, label in labels.items():
-        n_workers = max(workers, 1)
-        # per round: efficiency against that round's serial time, shares of workers x wall
+    # (label, processes, surveys of work done)
+    rows = {
+        "serial": ("serial in-process", 1, 1),
+        "pair": ("2 plain processes, no Dask (ceiling)", 2, 2),
+        "dask1": ("LocalCluster, 1 worker", 1, 1),
+        "dask2": ("LocalCluster, 2 workers", 2, 1),
+    }
+    for key, (label, processes, surveys) in rows.items():
+        # per round: efficiency against that round's serial time, shares of processes x wall
         rounds = []
-        for r, base in zip(runs[workers], runs[0], strict=True):
-            budget = n_workers * r["wall"]
+        for r, base in zip(runs[key], runs["serial"], strict=True):
+            budget = processes * r["wall"]
             shares = [r[k] / budget for k in ("kernel", "write", "prepare")]
-            rounds.append([r["wall"], base["wall"] / budget, *shares, 1.0 - sum(shares)])
+            efficiency = surveys * base["wall"] / budget
+            rounds.append([r["wall"], efficiency, *shares, 1.0 - sum(shares)])
         wall, efficiency, kernel, write, prepare, other = np.median(np.array(rounds), axis=0)
         print(
-            f"| {label} | {n_workers} | {wall:.2f} | {args.n / wall:.1f} | {efficiency:.0%} | "
-            f"{kernel:.0%} | {write:.0%} | {prepare:.0%} | {other:.0%} |"
+            f"| {label} | {processes} | {wall:.2f} | {surveys * args.n / wall:.1f} | "
+            f"{efficiency:.0%} | {kernel:.0%} | {write:.0%} | {prepare:.0%} | {other:.0%} |"
         )
 
 
