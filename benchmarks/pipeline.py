@@ -5,9 +5,9 @@ with 1 and 2 worker processes. Prints a Markdown table.
 * parallel efficiency = serial time / (workers x wall time), against a serial in-process loop of
   exactly the same tasks (prepare with its group, operator shards, the driver's finalize);
 * the machine's ceiling for that efficiency: two plain processes running the serial loop at once;
-* where the workers' time goes: operator kernels, operator store writes, prepare (FITS, masks,
-  over-sampling and the dataset's group in the store), and the rest (scheduling, task overhead,
-  idle), as shares of workers x wall time.
+* where the workers' time goes: operator kernels, store writes (each dataset's group and its
+  operator batches), load (FITS, checks, masks, over-sampling), and the rest (scheduling, task
+  overhead, idle), as shares of workers x wall time; "outside" = load + the rest.
 
 Usage: ``python benchmarks/pipeline.py [--n 200] [--batch-size auto|2048] [--repeat 3] [--dir /dev/shm]``
 """
@@ -65,10 +65,9 @@ def serial(config) -> dict:
     start = time.perf_counter()
     for spec in discover(config).specs:
         prepared = prepare_task(spec, settings, store, batch_size, storage, op.backend)
-        first = prepared.first_batch
-        totals["prepare"] += prepared.wall_seconds - first.wall_seconds
-        totals["kernel"] += first.kernel_seconds
-        totals["write"] += first.write_seconds
+        totals["prepare"] += prepared.load_seconds
+        totals["kernel"] += prepared.first_batch.kernel_seconds
+        totals["write"] += prepared.write_seconds
         for index in range(1, prepared.n_batches):
             shard = operator_shard_task(
                 store, spec.name, index, op.backend, prepared.metadata["token"]
@@ -206,9 +205,10 @@ def main() -> None:
         f"{os.cpu_count()} cores; median of {args.repeat} rounds\n"
     )
     print(
-        "| run | processes | wall s | datasets/s | efficiency | kernels | writes | prepare | other |"
+        "| run | processes | wall s | datasets/s | efficiency | kernels | store writes | load "
+        "| other | outside kernels and writes |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     # (label, processes, surveys of work done)
     rows = {
         "serial": ("serial in-process", 1, 1),
@@ -223,11 +223,14 @@ def main() -> None:
             budget = processes * r["wall"]
             shares = [r[k] / budget for k in ("kernel", "write", "prepare")]
             efficiency = surveys * base["wall"] / budget
-            rounds.append([r["wall"], efficiency, *shares, 1.0 - sum(shares)])
-        wall, efficiency, kernel, write, prepare, other = np.median(np.array(rounds), axis=0)
+            outside = 1.0 - shares[0] - shares[1]
+            rounds.append([r["wall"], efficiency, *shares, 1.0 - sum(shares), outside])
+        median = np.median(np.array(rounds), axis=0)
+        wall, efficiency, kernel, write, prepare, other, outside = median
         print(
             f"| {label} | {processes} | {wall:.2f} | {surveys * args.n / wall:.1f} | "
-            f"{efficiency:.0%} | {kernel:.0%} | {write:.0%} | {prepare:.0%} | {other:.0%} |"
+            f"{efficiency:.0%} | {kernel:.0%} | {write:.0%} | {prepare:.0%} | {other:.0%} | "
+            f"{outside:.0%} |"
         )
 
 

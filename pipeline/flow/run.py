@@ -91,10 +91,10 @@ class RunSummary:
     shards_computed: int = 0
     shards_skipped: int = 0
     shards_damaged: int = 0
-    cpu_seconds: float = 0.0
-    prepare_seconds: float = 0.0
-    kernel_seconds: float = 0.0
-    write_seconds: float = 0.0
+    cpu_seconds: float = 0.0  # CPU time of all tasks
+    prepare_seconds: float = 0.0  # wall seconds in tasks: FITS, checks, masks, over-sampling
+    kernel_seconds: float = 0.0  # wall seconds in tasks: operator rows
+    write_seconds: float = 0.0  # wall seconds in tasks: store writes (groups and batches)
     wall_seconds: float = 0.0
     failures: list[dict[str, str]] = field(default_factory=list)
 
@@ -117,9 +117,9 @@ class RunSummary:
             ("operator batches skipped (done before)", self.shards_skipped),
             ("operator batches found damaged (redone)", self.shards_damaged),
             ("task CPU time [s]", f"{self.cpu_seconds:.1f}"),
-            ("  prepare [s]", f"{self.prepare_seconds:.1f}"),
+            ("task wall time: load and prepare [s]", f"{self.prepare_seconds:.1f}"),
             ("  operator kernels [s]", f"{self.kernel_seconds:.1f}"),
-            ("  operator writes [s]", f"{self.write_seconds:.1f}"),
+            ("  store writes [s]", f"{self.write_seconds:.1f}"),
             ("wall time [s]", f"{self.wall_seconds:.1f}"),
         ]
         width = max(len(r[0]) for r in rows)
@@ -417,7 +417,8 @@ class _Driver:
         name = result.name
         first = result.first_batch
         self.summary.cpu_seconds += result.cpu_seconds
-        self.summary.prepare_seconds += result.cpu_seconds - (first.cpu_seconds if first else 0.0)
+        self.summary.prepare_seconds += result.load_seconds
+        self.summary.write_seconds += result.write_seconds
         self.timings[name] = {
             "prepare_seconds": result.wall_seconds - (first.wall_seconds if first else 0.0)
         }

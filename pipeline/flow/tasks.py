@@ -47,7 +47,7 @@ from pipeline.io.store import (
     OperatorStorage,
     Source,
     dataset_metadata,
-    record_prepared,
+    prepared_attributes,
     write_dataset_arrays,
 )
 from pipeline.operators.layout import balanced_batch_rows
@@ -156,7 +156,9 @@ class PrepareResult:
 
     ``first_batch`` is operator batch 0 when the task computed it (with the inputs still in
     memory: one task fewer per dataset, and small datasets need no operator task at all);
-    ``complete``: nothing is left to compute, and the task recorded the dataset ``complete``."""
+    ``complete``: nothing is left to compute, and the task recorded the dataset ``complete``.
+    Wall seconds: ``load_seconds`` reading, checking, masking, over-sampling; ``write_seconds``
+    the one store write of the whole group (batch 0 included)."""
 
     name: str
     metadata: dict[str, Any]
@@ -166,6 +168,8 @@ class PrepareResult:
     wall_seconds: float
     first_batch: ShardResult | None = None
     complete: bool = False
+    load_seconds: float = 0.0
+    write_seconds: float = 0.0
 
 
 def configure_worker() -> None:
@@ -336,9 +340,10 @@ def prepare_task(
 
     With ``batch_size`` (most rows per batch, or :class:`AutoBatchSize`) also the empty operator
     arrays, in batches balanced by :func:`~pipeline.operators.balanced_batch_rows`; with a
-    ``backend`` also compute and write operator batch 0. The group's attributes (status,
-    metadata, sources, settings) are written last: ``prepared``, or ``complete`` if nothing is
-    left to compute. Bad input becomes a :class:`TaskFailure`."""
+    ``backend`` also operator batch 0, computed from the inputs in memory. Everything is written
+    in one call into Zarr (:func:`~pipeline.io.store.write_dataset_arrays`), the group's
+    attributes last: status ``prepared``, or ``complete`` if nothing is left to compute. Bad input
+    becomes a :class:`TaskFailure`."""
     configure_worker()
     wall, cpu = time.perf_counter(), time.process_time()
     try:
@@ -349,6 +354,34 @@ def prepare_task(
         if batch_size:
             # evenly sized batches, none mostly padding: the store records these rows
             batch_size = balanced_batch_rows(imaging.shape_slim, batch_size)
+    except (PipelineError, OSError) as err:
+        return _failure(spec.name, err)
+    load_seconds = time.perf_counter() - wall
+    n_batches = -(-imaging.shape_slim // batch_size) if batch_size else 0
+    first, values = None, None
+    if n_batches and backend is not None:
+        kernel_wall, kernel_cpu = time.perf_counter(), time.process_time()
+        try:
+            values = _first_batch_values(imaging, batch_size, backend)
+        except PipelineError as err:
+            return TaskFailure(spec.name, f"dataset {spec.name!r}, operator batch 0: {err}", 0)
+        kernel_seconds = time.perf_counter() - kernel_wall
+        first = ShardResult(
+            spec.name,
+            0,
+            values.shape[0],
+            time.process_time() - kernel_cpu,
+            kernel_seconds,
+            0.0,  # written with the dataset: counted in the prepare result's write_seconds
+            kernel_seconds,
+        )
+    metadata = dataset_metadata(imaging)
+    complete = n_batches == 0 or (first is not None and n_batches == 1)
+    timings = {"prepare_seconds": load_seconds}
+    if first is not None:
+        timings["operator_seconds"] = first.kernel_seconds
+    write_start = time.perf_counter()
+    try:
         write_dataset_arrays(
             _root(store),
             spec.name,
@@ -356,33 +389,18 @@ def prepare_task(
             batch_size=batch_size,
             operator_storage=storage or OperatorStorage(),
             recreate=True,
+            first_batch=values,
+            attributes=prepared_attributes(
+                metadata,
+                sources=sources,
+                settings=settings.recorded,
+                complete=complete,
+                timings=timings,
+            ),
         )
     except (PipelineError, OSError) as err:
         return _failure(spec.name, err)
-    n_batches = -(-imaging.shape_slim // batch_size) if batch_size else 0
-    first = None
-    if n_batches and backend is not None:
-        first = _first_batch(store, spec.name, imaging, batch_size, backend)
-        if isinstance(first, TaskFailure):
-            return first
-    metadata = dataset_metadata(imaging)
-    complete = n_batches == 0 or (first is not None and n_batches == 1)
-    prepare_wall = time.perf_counter() - wall - (first.wall_seconds if first else 0.0)
-    timings = {"prepare_seconds": prepare_wall}
-    if first is not None:
-        timings["operator_seconds"] = first.wall_seconds
-    try:
-        record_prepared(
-            _root(store),
-            spec.name,
-            metadata,
-            sources=sources,
-            settings=settings.recorded,
-            complete=complete,
-            timings=timings,
-        )
-    except (PipelineError, OSError) as err:
-        return _failure(spec.name, err)
+    write_seconds = time.perf_counter() - write_start
     return PrepareResult(
         spec.name,
         metadata,
@@ -392,6 +410,8 @@ def prepare_task(
         time.perf_counter() - wall,
         first,
         complete,
+        load_seconds,
+        write_seconds,
     )
 
 
@@ -402,28 +422,14 @@ def _failure(name: str, err: Exception) -> TaskFailure:
     return TaskFailure(name, message)
 
 
-def _first_batch(
-    store: StoreRecipe, name: str, imaging: Imaging, batch_size: int, backend: str
-) -> ShardResult | TaskFailure:
-    from pipeline.io.store import write_operator_batch
+def _first_batch_values(imaging: Imaging, batch_size: int, backend: str) -> np.ndarray:
     from pipeline.operators import OperatorInputs, compute_rows
 
-    wall, cpu = time.perf_counter(), time.process_time()
-    try:
-        inputs = OperatorInputs.from_noise_map(
-            imaging.noise_map.native, np.asarray(imaging.mask), imaging.psf.kernel.native
-        )
-        stop = min(batch_size, inputs.layout.n_pixels)
-        t0 = time.perf_counter()
-        values = compute_rows(inputs, 0, stop, backend, batch_size=batch_size)
-        t1 = time.perf_counter()
-        write_operator_batch(_root(store), name, 0, values)
-        t2 = time.perf_counter()
-    except PipelineError as err:
-        return TaskFailure(name, f"dataset {name!r}, operator batch 0: {err}", 0)
-    return ShardResult(
-        name, 0, stop, time.process_time() - cpu, t1 - t0, t2 - t1, time.perf_counter() - wall
+    inputs = OperatorInputs.from_noise_map(
+        imaging.noise_map.native, np.asarray(imaging.mask), imaging.psf.kernel.native
     )
+    stop = min(batch_size, inputs.layout.n_pixels)
+    return compute_rows(inputs, 0, stop, backend, batch_size=batch_size)
 
 
 # ---------------------------------------------------------------------------------------- operator

@@ -88,6 +88,7 @@ __all__ = [
     "open_operator",
     "open_store",
     "prepare_dataset",
+    "prepared_attributes",
     "record_prepared",
     "reopen_dataset",
     "reset_batches",
@@ -367,6 +368,8 @@ def write_dataset_arrays(
     batch_size: int | None = None,
     operator_storage: OperatorStorage = OperatorStorage(),
     recreate: bool = False,
+    first_batch: np.ndarray | None = None,
+    attributes: Mapping[str, Any] | None = None,
 ) -> None:
     """Create and fill the arrays of a dataset (inside its own group only) and, if
     ``batch_size`` is given, its empty operator arrays chunked by ``batch_size`` rows. Run by the
@@ -374,10 +377,14 @@ def write_dataset_arrays(
 
     ``recreate=True`` also (re)creates the group itself, erasing anything it held, without
     attributes (a group without ``status`` is prepared again by a resume); otherwise the group
-    must exist (:func:`begin_dataset`). Every node is created in one batch of concurrent writes
-    (:func:`zarr.create_hierarchy`), then every array filled in another: zarr-python's cost per
-    node created one by one (~1-2 ms: existence checks, parent groups, its async machinery)
-    was most of a small dataset's prepare time.
+    must exist (:func:`begin_dataset`). ``first_batch``: the rows of operator batch 0, written
+    with the arrays, then its marker. ``attributes``: written onto the group last (e.g.
+    :func:`prepared_attributes`), so a status never vouches for data not yet written.
+
+    Every node is created in one batch of concurrent writes (:func:`zarr.create_hierarchy`),
+    then every array filled in another, all in one call into Zarr's event loop: zarr-python's
+    cost per node created one by one (~1-2 ms: existence checks, parent groups, its async
+    machinery) was most of a small dataset's prepare time.
     """
     validate_dataset_name(name)
     datasets = _datasets(root)
@@ -412,13 +419,26 @@ def write_dataset_arrays(
     fills = {f"{path}/{key}": values for key, values in arrays.items()}
     if recreate:
         nodes[path] = GroupMetadata()
+    marker = None
     if batch_size is not None:
-        nodes_op, fills_op = _operator_nodes(
-            f"{path}/sparse_operator", imaging, int(batch_size), operator_storage
-        )
+        op_path = f"{path}/sparse_operator"
+        nodes_op, fills_op = _operator_nodes(op_path, imaging, int(batch_size), operator_storage)
         nodes.update(nodes_op)
         fills.update(fills_op)
-    sync(_create_and_fill(root.store, nodes, fills))
+        if first_batch is not None:
+            rows = min(int(batch_size), imaging.shape_slim)
+            expected = (rows, nodes_op[f"{op_path}/values"].shape[1])
+            if np.shape(first_batch) != expected:
+                raise StoreError(
+                    f"dataset {name!r}: batch 0 covers {expected[0]} rows of {expected[1]} "
+                    f"offsets, got values of shape {np.shape(first_batch)}"
+                )
+            # the chunk of a marked batch is stored even if it equals the fill value
+            fills[f"{op_path}/values"] = (operator_storage.encode(first_batch), slice(0, rows))
+            marker = f"{op_path}/batches_done"
+    elif first_batch is not None:
+        raise StoreError(f"dataset {name!r}: operator batch 0 given without a batch_size")
+    sync(_create_and_fill(root.store, path, nodes, fills, marker, attributes))
 
 
 def _operator_nodes(
@@ -495,29 +515,52 @@ def _array_metadata(
     return ArrayV3Metadata.from_dict(document)
 
 
-async def _create_and_fill(store, nodes: dict[str, Any], fills: dict[str, np.ndarray]) -> None:
+async def _create_and_fill(
+    store,
+    group_path: str,
+    nodes: dict[str, Any],
+    fills: dict[str, Any],
+    marker: str | None,
+    attributes: Mapping[str, Any] | None,
+) -> None:
+    """Create ``nodes``; fill arrays (``fills``: values, or (values, row slice)); then set batch
+    0's marker; then write the group's attributes: each step starts once the previous is
+    stored."""
     created = {}
     async for path, node in zarr.api.asynchronous.create_hierarchy(
         store=store, nodes=nodes, overwrite=True
     ):
         created[path] = node
-    await asyncio.gather(*(created[path].setitem(Ellipsis, fills[path]) for path in fills))
+
+    async def fill(path: str, content) -> None:
+        if isinstance(content, tuple):
+            values, rows = content
+            array = created[path].with_config({"write_empty_chunks": True})
+            await array.setitem(rows, values)
+        else:
+            await created[path].setitem(Ellipsis, content)
+
+    await asyncio.gather(*(fill(path, content) for path, content in fills.items()))
+    if marker is not None:
+        await created[marker].setitem(0, 1)
+    if attributes:
+        group = created.get(group_path)
+        if group is None:
+            group = await zarr.api.asynchronous.open_group(store=store, path=group_path, mode="r+")
+        await group.update_attributes(_jsonable(dict(attributes)))
 
 
-def record_prepared(
-    root: zarr.Group,
-    name: str,
+def prepared_attributes(
     metadata: Mapping[str, Any],
     *,
     sources: Iterable[Source] = (),
     settings: Mapping[str, Any] | None = None,
     complete: bool = False,
     timings: Mapping[str, float] | None = None,
-) -> None:
-    """Write a dataset's attributes with status ``prepared`` (one metadata write). Driver only.
-
-    ``complete=True`` records it ``complete`` in that same write, for a dataset with nothing left
-    to compute (no operator, or every operator batch written and seen by the driver)."""
+) -> dict[str, Any]:
+    """The attributes of a prepared dataset's group (JSON-ready): its metadata, status
+    ``prepared`` (``complete`` if nothing is left to compute), sources, settings and their hash,
+    software versions, timings."""
     settings = dict(settings or {})
     now = _now()
     attrs = {
@@ -533,6 +576,26 @@ def record_prepared(
     }
     if complete:
         attrs["completed"] = now
+    return attrs
+
+
+def record_prepared(
+    root: zarr.Group,
+    name: str,
+    metadata: Mapping[str, Any],
+    *,
+    sources: Iterable[Source] = (),
+    settings: Mapping[str, Any] | None = None,
+    complete: bool = False,
+    timings: Mapping[str, float] | None = None,
+) -> None:
+    """Write a dataset's attributes (:func:`prepared_attributes`) in one metadata write.
+
+    ``complete=True`` records it ``complete`` in that same write, for a dataset with nothing left
+    to compute (no operator, or every operator batch written)."""
+    attrs = prepared_attributes(
+        metadata, sources=sources, settings=settings, complete=complete, timings=timings
+    )
     _dataset_group(root, name).update_attributes(attrs)
 
 

@@ -24,6 +24,7 @@ from pipeline.io.store import (
     begin_dataset,
     create_store,
     dataset_attrs,
+    dataset_metadata,
     dataset_status,
     finalize_dataset,
     list_datasets,
@@ -32,6 +33,7 @@ from pipeline.io.store import (
     open_operator,
     open_store,
     prepare_dataset,
+    prepared_attributes,
     settings_hash,
     validate_dataset_name,
     write_dataset_arrays,
@@ -356,6 +358,48 @@ def test_recreate_erases_the_previous_dataset(store_location, imaging, other_ima
     np.testing.assert_array_equal(group["psf"][...], other_imaging.psf.kernel.native)
     with pytest.raises(StoreError, match="'other' is not in the store"):
         write_dataset_arrays(root, "other", other_imaging)  # without recreate: begun groups only
+
+
+def test_group_written_in_one_call_with_batch_zero_and_status(store_location, imaging):
+    """What a prepare task writes: the group, its arrays, operator batch 0 and its marker, and
+    the attributes, in one call (status written last)."""
+    loc = store_location
+    root = create_store(loc.location, **_kw(loc))
+    values = imaging.sparse_operator.values
+    storage = OperatorStorage(dtype="float32", codec="lz4")
+    attrs = prepared_attributes(
+        dataset_metadata(imaging), settings={"mask": "circular"}, timings={"prepare_seconds": 1}
+    )
+    write_dataset_arrays(
+        root,
+        "lens",
+        imaging,
+        batch_size=BATCH,
+        operator_storage=storage,
+        recreate=True,
+        first_batch=values[:BATCH],
+        attributes=attrs,
+    )
+    assert dataset_status(loc.location, "lens", **_kw(loc)) == "prepared"
+    assert dataset_attrs(loc.location, "lens", **_kw(loc))["settings"] == {"mask": "circular"}
+    done = batches_done(root, "lens")
+    assert done[0] and not done[1:].any()
+    stored = open_store(loc.location, **_kw(loc))["datasets"]["lens"]["sparse_operator"]["values"]
+    np.testing.assert_array_equal(stored[:BATCH], values[:BATCH].astype(np.float32))
+    assert not stored[BATCH:].any()  # nothing else written yet
+    # the other batches by operator tasks, then complete: as the pipeline does
+    for index in range(1, -(-len(values) // BATCH)):
+        write_operator_batch(root, "lens", index, values[index * BATCH : (index + 1) * BATCH])
+    finalize_dataset(root, "lens")
+    back = open_operator(loc.location, "lens", **_kw(loc))
+    np.testing.assert_array_equal(back.values[...], values.astype(np.float32))
+
+    with pytest.raises(StoreError, match="batch 0 covers 50 rows"):
+        write_dataset_arrays(
+            root, "lens", imaging, batch_size=BATCH, recreate=True, first_batch=values[:10]
+        )
+    with pytest.raises(StoreError, match="without a batch_size"):
+        write_dataset_arrays(root, "lens", imaging, recreate=True, first_batch=values[:BATCH])
 
 
 def test_dataset_nodes_are_those_zarr_create_array_makes(store_location, imaging):
