@@ -457,16 +457,18 @@ class _Driver:
             del self.remaining[result.name]
             self._complete(result.name)
 
-    def _on_done(self, future, result) -> None:
+    def _on_done(self, future) -> None:
         name = self.task_names.pop(future.key)
         if future.status != "finished":
-            # an exception raised after its retries (result is the exception), or cancelled
-            if isinstance(result, BaseException):
-                reason = f"failed: {type(result).__name__}: {result}"
+            # an exception raised after its retries, or cancelled
+            if future.status == "error":
+                error = future.exception()
+                reason = f"failed: {type(error).__name__}: {error}"
             else:
                 reason = f"ended with status {future.status!r}"
             self._fail(name, f"dataset {name!r}: task {future.key} {reason}")
             return
+        result = future.result()
         if isinstance(result, TaskFailure):
             self._fail(result.name, result.message)
         elif isinstance(result, PrepareResult):
@@ -501,9 +503,10 @@ class _Driver:
                 self._queue_shards(name, missing)
             # nothing to submit (a plain resume of a complete store): no client was started
             if self.client is not None:
-                # results are gathered as tasks finish; a batch is every result that arrived
-                # while the previous batch was handled
-                pending = as_completed([], with_results=True, raise_errors=False)
+                # a batch is every task that finished while the previous batch was handled. The
+                # loop is this client's: without it, as_completed takes the default client's,
+                # which need not be ours
+                pending = as_completed([], loop=self.client.loop)
                 self._fill(pending)
                 for batch in pending.batches():
                     if self.lock.lost:
@@ -514,8 +517,8 @@ class _Driver:
                             "finished"
                         )
                     self.in_flight -= len(batch)
-                    for future, result in batch:
-                        self._on_done(future, result)
+                    for future in batch:
+                        self._on_done(future)
                         future.release()
                     self._fill(pending)
         finally:
