@@ -117,7 +117,11 @@ class RunSummary:
             ("operator batches skipped (done before)", self.shards_skipped),
             ("operator batches found damaged (redone)", self.shards_damaged),
             ("task CPU time [s]", f"{self.cpu_seconds:.1f}"),
-            ("task wall time: load and prepare [s]", f"{self.prepare_seconds:.1f}"),
+            (
+                "task wall time [s]",
+                f"{self.prepare_seconds + self.kernel_seconds + self.write_seconds:.1f}",
+            ),
+            ("  loading and preparing [s]", f"{self.prepare_seconds:.1f}"),
             ("  operator kernels [s]", f"{self.kernel_seconds:.1f}"),
             ("  store writes [s]", f"{self.write_seconds:.1f}"),
             ("wall time [s]", f"{self.wall_seconds:.1f}"),
