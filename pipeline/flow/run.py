@@ -285,9 +285,8 @@ class _Driver:
     ):
         self.config, self.client, self.root, self.store = config, client, root, store
         self.plan, self.lock = plan, lock
-        self.settings = config.dataset_settings()
-        self.hash = settings_hash(self.settings)[:12]
         self.prepare_settings = PrepareSettings.from_config(config)
+        self.hash = settings_hash(self.prepare_settings.recorded)[:12]
         op = config.sparse_operator
         self.operator = op if op.enabled else None
         self.batch_size: int | AutoBatchSize | None = None
@@ -382,21 +381,22 @@ class _Driver:
         retries = self.config.run.retries
         futures = []
         if shards:
+            keys = [f"op-{name}-{self.hash}-{index}" for name, index in shards]
+            n = len(shards)
             futures += self.client.map(
                 operator_shard_task,
-                [self.store] * len(shards),
+                [self.store] * n,
                 [name for name, _ in shards],
                 [index for _, index in shards],
-                [self.operator.backend] * len(shards),
+                [self.operator.backend] * n,
                 [self.tokens.get(name) for name, _ in shards],
-                key=[f"op-{name}-{self.hash}-{index}" for name, index in shards],
+                key=keys,
                 retries=retries,
                 pure=False,
             )
-            self.task_names.update(
-                (f"op-{name}-{self.hash}-{index}", name) for name, index in shards
-            )
+            self.task_names.update(zip(keys, (name for name, _ in shards), strict=True))
         if prepares:
+            keys = [f"prepare-{spec.name}-{self.hash}" for spec in prepares]
             n = len(prepares)
             futures += self.client.map(
                 prepare_task,
@@ -406,13 +406,11 @@ class _Driver:
                 [self.batch_size] * n,
                 [self.storage] * n,
                 [self.operator.backend if self.operator else None] * n,
-                key=[f"prepare-{spec.name}-{self.hash}" for spec in prepares],
+                key=keys,
                 retries=retries,
                 pure=False,
             )
-            self.task_names.update(
-                (f"prepare-{spec.name}-{self.hash}", spec.name) for spec in prepares
-            )
+            self.task_names.update(zip(keys, (spec.name for spec in prepares), strict=True))
         pending.update(futures)
         self.in_flight += len(futures)
 

@@ -273,11 +273,17 @@ def test_changed_settings_are_refused_unless_overwrite(tmp_path, capsys):
         assert dataset_attrs(store, name)["settings"]["mask"]["radius"] == 2.0
 
 
-def test_retries_change_is_not_a_settings_change_in_the_plan(good_run, capsys):
-    config, _ = good_run
-    changed = config.parent / "retries-plan.yaml"
+def _with_run_options_changed(config: Path, name: str) -> Path:
+    """A copy of ``config`` that differs only in run options (not dataset settings)."""
+    changed = config.parent / name
     changed.write_text(config.read_text())
     edit_yaml(changed, run={"retries": 5, "max_tasks_in_flight": 4})
+    return changed
+
+
+def test_retries_change_is_not_a_settings_change_in_the_plan(good_run, capsys):
+    config, _ = good_run
+    changed = _with_run_options_changed(config, "retries-plan.yaml")
     code, stdout, _ = cli(capsys, "run", changed, "--dry-run")
     assert code == 0
     assert "skip 3 complete; 0 with changed settings" in stdout
@@ -285,9 +291,7 @@ def test_retries_change_is_not_a_settings_change_in_the_plan(good_run, capsys):
 
 def test_retries_change_is_not_a_settings_change(good_run, capsys):
     config, _ = good_run
-    changed = config.parent / "retries.yaml"
-    changed.write_text(config.read_text())
-    edit_yaml(changed, run={"retries": 5, "max_tasks_in_flight": 4})
+    changed = _with_run_options_changed(config, "retries.yaml")
     code, stdout, err = cli(capsys, "run", changed, "--no-progress")
     assert "different settings" not in err
     assert code == 0, err
