@@ -1,7 +1,9 @@
 """The ``lenspipe`` command line.
 
 Exit codes: 0 success (every dataset complete); 3 the run finished but some datasets failed
-(partial); 2 usage, configuration or input error; 1 anything else.
+(partial); 2 usage, configuration or input error; 1 anything else (also: no worker alive for
+``cluster.start_timeout``); 130, 143, 129 the run was stopped by SIGINT, SIGTERM, SIGHUP (128 +
+the signal number; what was written stays valid, re-run to resume).
 """
 
 from __future__ import annotations
@@ -27,7 +29,16 @@ class _Exit(Exception):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lenspipe")
 def cli() -> None:
-    """lenspipe: prepare strong-lensing imaging surveys for pixelized lens modelling."""
+    """lenspipe: prepare strong-lensing imaging surveys for pixelized lens modelling.
+
+    \b
+    Exit codes:
+      0    every dataset complete
+      3    the run finished, some datasets failed (listed in the summary)
+      2    usage, configuration or input error (nothing was run)
+      1    unexpected error, or no worker alive for cluster.start_timeout
+      130  stopped by SIGINT (Ctrl-C), 143 by SIGTERM, 129 by SIGHUP: re-run to resume
+    """
 
 
 @cli.command()
@@ -66,7 +77,14 @@ def validate(config_path: Path) -> None:
     help="Skip complete datasets and finished batches (the default: settings are hashed, "
     "so resuming is always safe).",
 )
-@click.option("--overwrite", is_flag=True, help="Recompute datasets already in the store.")
+@click.option("--overwrite", is_flag=True, help="Recompute every dataset already in the store.")
+@click.option(
+    "--overwrite-dataset",
+    "overwrite_names",
+    multiple=True,
+    metavar="NAME",
+    help="Recompute dataset NAME even if it is complete (repeat for several).",
+)
 @click.option(
     "--dry-run", is_flag=True, help="Print the plan (and a SLURM/PBS job script); run nothing."
 )
@@ -78,54 +96,76 @@ def validate(config_path: Path) -> None:
     "(as run.verify: true).",
 )
 def run(
-    config_path: Path, resume: bool, overwrite: bool, dry_run: bool, no_progress: bool, verify: bool
+    config_path: Path,
+    resume: bool,
+    overwrite: bool,
+    overwrite_names: tuple[str, ...],
+    dry_run: bool,
+    no_progress: bool,
+    verify: bool,
 ) -> None:
-    """Run (or resume) the survey described by CONFIG."""
+    """Run (or resume) the survey described by CONFIG.
+
+    Re-running the same command resumes: complete datasets are skipped (unless their input
+    files changed), finished operator batches are kept."""
     from pipeline.flow.config import load_config
 
     config = load_config(config_path)
+    which: bool | tuple[str, ...] = True if overwrite else overwrite_names
     if dry_run:
-        _dry_run(config, overwrite)
+        _dry_run(config, which)
         return
-    from pipeline.flow.run import run_survey
+    from pipeline.flow.run import RunInterrupted, run_survey
 
-    summary = run_survey(
-        config,
-        overwrite=overwrite,
-        progress=False if no_progress else None,
-        verify=True if verify else None,
-    )
+    try:
+        summary = run_survey(
+            config,
+            overwrite=which or False,
+            progress=False if no_progress else None,
+            verify=True if verify else None,
+        )
+    except RunInterrupted as stop:
+        click.echo(
+            f"{stop}: stopped before any task ran; nothing was computed. Resume with: "
+            f"lenspipe run {config_path}",
+            err=True,
+        )
+        raise _Exit(stop.exit_code) from None
     click.echo(summary.table())
+    if summary.stopped:
+        click.echo(f"Resume with: lenspipe run {config_path}", err=True)
     raise _Exit(summary.exit_code)
 
 
-def _dry_run(config, overwrite: bool) -> None:
-    from pipeline.exc import StoreError
+def _dry_run(config, overwrite: bool | tuple[str, ...]) -> None:
     from pipeline.flow.cluster import job_script
     from pipeline.flow.config import JobqueueCluster
-    from pipeline.flow.run import plan_run
-    from pipeline.io.store import open_store
+    from pipeline.flow.discover import discover
+    from pipeline.flow.run import check_store_location, plan_run
+    from pipeline.io.store import open_store, store_exists
 
     location = config.store_location
     options = config.output.storage_options or None
-    try:
-        root = open_store(location, storage_options=options)
-    except StoreError:
-        root = None  # no store yet: everything will be prepared
-    if root is None:
-        from pipeline.flow.discover import discover
-
-        found = discover(config)
+    found = discover(config)
+    check_store_location(config, found)
+    if not store_exists(location, storage_options=options):
         click.echo(f"plan: {len(found.specs)} datasets to prepare into a new store {location}")
         problems = found.problems
     else:
-        plan = plan_run(config, root, overwrite=overwrite)
+        # an existing store that is not ours, or of a newer schema, is an error here as in a run
+        root = open_store(location, storage_options=options)
+        plan = plan_run(config, root, overwrite=overwrite or False, found=found)
         click.echo(
             f"plan: prepare {len(plan.to_prepare)}, resume {len(plan.to_resume)} "
             f"({sum(len(v) for v in plan.to_resume.values())} batches), finalize "
             f"{len(plan.to_finalize)}, skip {len(plan.skipped_complete)} complete; "
-            f"{len(plan.conflicts)} with changed settings"
+            f"{len(plan.conflicts)} with changed settings, {len(plan.changed)} with changed "
+            f"inputs, {len(plan.rebuilt)} damaged (prepared again)"
         )
+        for name, reason in list(plan.changed.items())[:20]:
+            click.echo(f"  changed: {name}: {reason}")
+        for name, reason in list(plan.rebuilt.items())[:20]:
+            click.echo(f"  damaged: {name}: {reason}")
         problems = plan.problems
     for name, message in problems:
         click.echo(f"  problem: {name}: {message}")
@@ -141,12 +181,13 @@ def status(store: str, as_json: bool) -> None:
     """Status of every dataset in STORE."""
     from collections import Counter
 
-    from pipeline.io.store import list_datasets
+    from pipeline.io.store import dataset_problems, list_datasets
 
     statuses = list_datasets(store)
     if as_json:
         click.echo(json.dumps(statuses, indent=1, sort_keys=True))
         return
+    problems = dataset_problems(store)
     counts = Counter(statuses.values())
     click.echo(
         f"{store}: {len(statuses)} datasets: "
@@ -154,7 +195,8 @@ def status(store: str, as_json: bool) -> None:
     )
     for name, state in statuses.items():
         if state != "complete":
-            click.echo(f"  {name}: {state}")
+            reason = problems.get(name)
+            click.echo(f"  {name}: {state}" + (f": {reason}" if reason else ""))
 
 
 @cli.command()
@@ -308,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return EXIT_ERROR
+    except KeyboardInterrupt as stop:  # RunInterrupted (a stop signal) or Ctrl-C elsewhere
+        click.echo(f"{stop or 'interrupted'}: stopped.", err=True)
+        return int(getattr(stop, "exit_code", 130))
     except click.exceptions.Exit as done:
         return done.exit_code
     except click.ClickException as err:

@@ -22,6 +22,12 @@ __all__ = [
     "FitsWriteError",
     "OperatorError",
     "StoreError",
+    "DatasetNotFoundError",
+    "DatasetNotCompleteError",
+    "DamagedDatasetError",
+    "UnsafeStoreError",
+    "StoreVersionError",
+    "InputFileError",
     "ConfigError",
     "ClusterError",
 ]
@@ -76,6 +82,41 @@ class OperatorError(PipelineError, ValueError):
 
 class StoreError(PipelineError, OSError):
     """A Zarr survey store is missing, incompatible, locked or incomplete."""
+
+    def __str__(self) -> str:
+        # one plain message: OSError formats ``(errno, strerror)`` pairs, KeyError (a base of
+        # DatasetNotFoundError) quotes its argument
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
+
+class DatasetNotFoundError(StoreError, KeyError):
+    """No dataset of that name in the store (nothing at all at its path)."""
+
+
+class DatasetNotCompleteError(StoreError):
+    """A reader asked for a dataset whose status is not ``complete`` (prepared, failed, being
+    prepared): the message gives the status and, for a failed dataset, its error."""
+
+
+class DamagedDatasetError(StoreError):
+    """A dataset's stored data cannot be trusted: a node its status promises is missing, a
+    metadata document or a chunk does not decode (checksum mismatch, torn file), or arrays
+    disagree with the attributes. The message names the dataset, the node and the repair."""
+
+
+class UnsafeStoreError(StoreError):
+    """Writing there could destroy what is not the store's own: an empty location or the current
+    folder, an existing file or non-empty folder that is not a lenspipe store, a node that is not
+    a lenspipe dataset group where one would be (over)written."""
+
+
+class StoreVersionError(StoreError):
+    """The store was written with a newer store schema than this lenspipe reads."""
+
+
+class InputFileError(PipelineError, OSError):
+    """An input file cannot be used: missing, not a regular file (a FIFO, a device, a folder),
+    or unreadable. The message names the file."""
 
 
 class ConfigError(PipelineError, ValueError):

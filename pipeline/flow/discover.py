@@ -2,8 +2,12 @@
 
 Three layouts (``inputs.kind`` in the config): folders with the same file names in each, a
 manifest CSV, or multi-extension FITS cutouts with named HDUs (one dataset per file and band).
-Discovery reads no pixel data; problems (unsafe or duplicate names, missing columns) are collected
-per dataset, never raised for the whole survey.
+Discovery reads no pixel data and opens no input file: it only ``stat``s them, so that a FIFO, a
+device (``/dev/zero``) or a folder named as an input is reported before anything would block
+reading it. Problems (unsafe or duplicate names, missing columns, inputs that are not regular
+files) are collected per dataset, never raised for the whole survey. A mask file is part of a
+dataset only when the config uses mask files (``mask.kind: file``): an unused mask column is
+neither checked nor hashed.
 """
 
 from __future__ import annotations
@@ -11,14 +15,15 @@ from __future__ import annotations
 import csv
 import math
 import os
-from dataclasses import dataclass, field
+import stat
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline.exc import ConfigError, StoreError
-from pipeline.flow.config import Config, FoldersInput, ManifestInput, MefInput
+from pipeline.flow.config import Config, FileMask, FoldersInput, ManifestInput, MefInput
 from pipeline.io.store import validate_dataset_name
 
-__all__ = ["Discovery", "DatasetSpec", "FileRef", "discover"]
+__all__ = ["Discovery", "DatasetSpec", "FileRef", "discover", "not_a_regular_file"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,12 @@ class DatasetSpec:
     mask_radius: float | None = None
     mask_centre: tuple[float, float] | None = None
 
+    def files(self) -> list[tuple[str, FileRef]]:
+        """``(role, file)`` of every input this dataset uses: data, noise_map, psf, and mask
+        when it has one."""
+        refs = [("data", self.data), ("noise_map", self.noise_map), ("psf", self.psf)]
+        return refs + ([("mask", self.mask)] if self.mask is not None else [])
+
 
 @dataclass
 class Discovery:
@@ -60,6 +71,7 @@ def discover(config: Config) -> Discovery:
         candidates = _from_manifest(config, inputs)
     else:
         candidates = _from_mef(config, inputs)
+    uses_mask_files = isinstance(config.mask, FileMask)
     found = Discovery()
     seen: dict[str, DatasetSpec] = {}
     claimed: set[str] = set()  # names of problems: a later spec must not reuse them
@@ -69,6 +81,13 @@ def discover(config: Config) -> Discovery:
             claimed.add(spec_or_problem[0])
             continue
         spec = spec_or_problem
+        if not uses_mask_files and spec.mask is not None:
+            spec = replace(spec, mask=None)  # unused: never opened, checked or hashed
+        odd = _first_irregular(spec)
+        if odd is not None:
+            found.problems.append((spec.name, odd))
+            claimed.add(spec.name)
+            continue
         try:
             validate_dataset_name(spec.name)
         except StoreError as err:
@@ -95,6 +114,41 @@ def discover(config: Config) -> Discovery:
         seen[spec.name] = spec
         found.specs.append(spec)
     return found
+
+
+def not_a_regular_file(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be an input file (it exists but is a FIFO, a device, a socket or a
+    folder; symbolic links are followed), or ``None`` for a regular file or a missing one (a
+    missing file is reported by the task that reads it, naming its dataset). Never opens it:
+    opening a FIFO or reading ``/dev/zero`` would block a run forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        return f"cannot be examined ({err.strerror or err})"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    kind = next((label for test, label in kinds if test(mode)), "not a regular file")
+    return f"is {kind}, not a regular file"
+
+
+def _first_irregular(spec: DatasetSpec) -> str | None:
+    for role, ref in spec.files():
+        why = not_a_regular_file(ref.path)
+        if why is not None:
+            return (
+                f"dataset {spec.name!r}: {role} '{ref.path}' {why}; inputs must be regular FITS "
+                "files (reading this one could block the run forever)"
+            )
+    return None
 
 
 def _from_folders(config: Config, inputs: FoldersInput):
@@ -139,6 +193,9 @@ def _manifest_ref(row: dict, column: str, base: Path) -> FileRef:
 
 def _from_manifest(config: Config, inputs: ManifestInput):
     path = config.path(inputs.path)
+    why = not_a_regular_file(path)
+    if why is not None:
+        raise ConfigError(f"inputs.path: manifest '{path}' {why}: give a CSV file")
     try:
         handle = open(path, newline="", encoding="utf-8-sig")  # tolerate a BOM (Excel)
     except OSError as err:

@@ -12,24 +12,40 @@ by an interrupted run, its values chunk decodes (crc32c): damaged batches are re
 counted. Complete datasets are not re-read by default (reading every chunk of 100,000 datasets
 on every re-run would cost as much as writing them); ``run.verify: true`` (or
 ``run_survey(..., verify=True)``) decodes them too and recomputes what is damaged.
+
+Trust rules added by the reliability work (docs/reliability.md):
+
+* inputs: every run compares the size and mtime recorded for each input file of a prepared or
+  complete dataset with the file on disk (its sha256 when those differ); a dataset whose inputs
+  changed is prepared again and counted under ``changed inputs``;
+* isolation: a dataset group that cannot be read (torn ``zarr.json``, missing nodes) is prepared
+  again; a store error while recording one dataset's outcome is reported for that dataset and
+  the run goes on;
+* no endless wait: a task running longer than ``run.task_timeout`` is cancelled, its worker
+  removed from the cluster, and the task retried (``run.retries``) or its dataset failed; no
+  worker alive for ``cluster.start_timeout`` ends the run (exit 1, store consistent);
+* signals: SIGINT, SIGTERM and SIGHUP stop submitting, cancel what is in flight, record the
+  partial summary, release the lock and end with exit 128 + the signal number.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import logging
+import signal
 import sys
+import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
-
 from pipeline.exc import ConfigError, StoreError
 from pipeline.flow.config import Config
-from pipeline.flow.discover import DatasetSpec, discover
+from pipeline.flow.discover import DatasetSpec, Discovery, discover
 from pipeline.flow.tasks import (
     AutoBatchSize,
     PrepareResult,
@@ -46,23 +62,37 @@ from pipeline.io.store import (
     FAILED,
     PREPARED,
     OperatorStorage,
+    Source,
     batches_done,
+    check_dataset,
     create_store,
-    damaged_batches,
     finalize_dataset,
     mark_failed,
     reopen_dataset,
     reset_batches,
+    scan_datasets,
     settings_hash,
-    verify_dataset,
+    source_changed,
+    store_overlaps,
 )
 
-__all__ = ["RunPlan", "RunSummary", "plan_run", "run_survey"]
+__all__ = ["RunPlan", "RunSummary", "check_store_location", "plan_run", "run_survey"]
+
+logger = logging.getLogger(__name__)
+
+# exit status of a run stopped by a signal: 128 + its number, as a shell reports it
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 
 @dataclass
 class RunPlan:
-    """What a run will do, decided from the config and the store before anything is submitted."""
+    """What a run will do, decided from the config and the store before anything is submitted.
+
+    ``changed``: datasets prepared again because an input file changed (name -> what changed);
+    ``rebuilt``: datasets prepared again because their group is damaged beyond its operator
+    batches (unreadable attributes, a missing or undecodable array: name -> why)."""
 
     to_prepare: list[DatasetSpec] = field(default_factory=list)
     to_resume: dict[str, list[int]] = field(default_factory=dict)
@@ -74,11 +104,16 @@ class RunPlan:
     conflicts: list[str] = field(default_factory=list)
     damaged: dict[str, list[int]] = field(default_factory=dict)
     reopen: list[str] = field(default_factory=list)
+    changed: dict[str, str] = field(default_factory=dict)
+    rebuilt: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class RunSummary:
-    """Counts, failures and times of one run (stored as JSON in the store under ``runs/``)."""
+    """Counts, failures and times of one run (stored as JSON in the store under ``runs/``).
+
+    ``stopped``: why the run ended before its work was done (a signal, no worker alive, the lock
+    lost), ``None`` for a run that finished; ``stop_code``: its exit status."""
 
     run_id: str
     store: str
@@ -88,19 +123,27 @@ class RunSummary:
     failed: int = 0
     skipped_complete: int = 0
     resumed: int = 0
+    changed_inputs: int = 0
+    rebuilt: int = 0
     shards_computed: int = 0
     shards_skipped: int = 0
     shards_damaged: int = 0
+    tasks_timed_out: int = 0
     cpu_seconds: float = 0.0  # CPU time of all tasks
     prepare_seconds: float = 0.0  # wall seconds in tasks: FITS, checks, masks, over-sampling
     kernel_seconds: float = 0.0  # wall seconds in tasks: operator rows
     write_seconds: float = 0.0  # wall seconds in tasks: store writes (groups and batches)
     wall_seconds: float = 0.0
     failures: list[dict[str, str]] = field(default_factory=list)
+    stopped: str | None = None
+    stop_code: int | None = None
 
     @property
     def exit_code(self) -> int:
-        """0 if every dataset is complete, 3 if the run finished with failed datasets."""
+        """0 if every dataset is complete, 3 if the run finished with failed datasets; for a run
+        stopped early, 128 + the signal number (130 SIGINT, 143 SIGTERM, 129 SIGHUP) or 1."""
+        if self.stop_code is not None:
+            return self.stop_code
         return 0 if self.failed == 0 else 3
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,10 +155,13 @@ class RunSummary:
             ("complete (this run)", self.complete),
             ("skipped (already complete)", self.skipped_complete),
             ("resumed (prepared before)", self.resumed),
+            ("changed inputs (prepared again)", self.changed_inputs),
+            ("damaged (prepared again)", self.rebuilt),
             ("failed", self.failed),
             ("operator batches computed", self.shards_computed),
             ("operator batches skipped (done before)", self.shards_skipped),
             ("operator batches found damaged (redone)", self.shards_damaged),
+            ("tasks past run.task_timeout", self.tasks_timed_out),
             ("task CPU time [s]", f"{self.cpu_seconds:.1f}"),
             (
                 "task wall time [s]",
@@ -132,68 +178,146 @@ class RunSummary:
         if self.failures:
             lines.append("Failures:")
             lines += [f"  {f['name']}: {f['message']}" for f in self.failures]
+        if self.stopped:
+            lines.append(f"Stopped early: {self.stopped}")
         return "\n".join(lines)
 
 
-def _existing(root) -> dict[str, dict]:
-    datasets = root["datasets"]
-    return {key: dict(datasets[key].attrs) for key in datasets.group_keys()}
+def check_store_location(config: Config, found: Discovery) -> None:
+    """Refuse (:class:`ConfigError`) a local store inside an input folder or file, or holding
+    one: writing datasets there could delete inputs (``output.store: .`` beside a ``datasets/``
+    folder of lenses)."""
+    inputs = config.inputs
+    paths: list[str] = []
+    for key in ("root", "path"):
+        value = getattr(inputs, key, None)
+        if value is not None:
+            paths.append(str(config.path(value)))
+    for spec in found.specs:
+        paths += [ref.path for _, ref in spec.files()]
+    overlap = store_overlaps(config.store_location, paths)
+    if overlap is not None:
+        raise ConfigError(
+            f"output.store {config.store_location!r} overlaps the input '{overlap}': a store must "
+            "never be inside an input folder nor hold an input file (writing it could delete "
+            "inputs). Choose a path outside the inputs, e.g. a sibling folder"
+        )
 
 
-def plan_run(config: Config, root, *, overwrite: bool = False, verify: bool = False) -> RunPlan:
+def _changed_input(spec: DatasetSpec, attrs: dict) -> str | None:
+    """Why the inputs of a recorded dataset differ from ``spec``'s files on disk (other files,
+    or a file whose size/mtime and then sha256 changed), or ``None``."""
+    recorded = attrs.get("sources") or []
+    want = sorted((role, ref.path, str(ref.hdu)) for role, ref in spec.files())
+    have = sorted((s.get("role"), s.get("path"), str(s.get("hdu"))) for s in recorded)
+    if want != have:
+        return "the dataset's input files are not the ones it was prepared from"
+    known = set(Source.__dataclass_fields__)
+    for entry in recorded:
+        source = Source(**{k: v for k, v in entry.items() if k in known})
+        reason = source_changed(source)
+        if reason is not None:
+            return f"{source.role} '{source.path}': {reason}"
+    return None
+
+
+def plan_run(
+    config: Config,
+    root,
+    *,
+    overwrite: bool | Collection[str] = False,
+    verify: bool = False,
+    found: Discovery | None = None,
+) -> RunPlan:
     """Decide per dataset: prepare, resume missing batches, finalize, or skip (reads, never
     writes, the store).
 
-    A batch of a ``prepared`` dataset is done if its marker is set and its values chunk decodes;
-    ``verify`` also decodes every chunk of ``complete`` datasets, which are reopened to recompute
-    damaged batches."""
-    found = discover(config)
+    ``overwrite``: True for every dataset, or the names of the datasets to prepare again. A
+    batch of a ``prepared`` dataset is done if its marker is set and its values chunk decodes;
+    ``verify`` also checks every node and chunk of ``complete`` datasets: damaged operator
+    batches are recomputed, any other damage prepares the dataset again."""
+    found = discover(config) if found is None else found
     plan = RunPlan(problems=list(found.problems))
+    names = {spec.name for spec in found.specs}
+    if not isinstance(overwrite, bool):
+        unknown = sorted(set(overwrite) - names)
+        if unknown:
+            raise ConfigError(
+                f"--overwrite-dataset names dataset(s) {unknown[:10]} that the config does not "
+                f"describe (it has {len(names)}: see lenspipe validate CONFIG)"
+            )
     expected = settings_hash(config.dataset_settings())
-    existing = _existing(root)
+    existing = scan_datasets(root)
     for spec in found.specs:
         attrs = existing.get(spec.name)
-        if attrs is None or overwrite or attrs.get("status") in (None, FAILED):
+        again = overwrite is True or (not isinstance(overwrite, bool) and spec.name in overwrite)
+        if isinstance(attrs, Exception):
+            plan.rebuilt[spec.name] = str(attrs)
+            plan.to_prepare.append(spec)
+            continue
+        if attrs is None or again or attrs.get("status") in (None, FAILED):
             # no status: the driver died while writing it; failed: inputs may have been fixed
             plan.to_prepare.append(spec)
             continue
         if attrs.get("settings_hash") != expected:
             plan.conflicts.append(spec.name)
             continue
+        changed = _changed_input(spec, attrs)
+        if changed is not None:
+            plan.changed[spec.name] = changed
+            plan.to_prepare.append(spec)
+            continue
         status = attrs.get("status")
-        has_operator = "sparse_operator" in root["datasets"][spec.name]
-        if status == COMPLETE and verify and has_operator:
-            bad = verify_dataset(root, spec.name)
+        if status == COMPLETE and not verify:
+            plan.skipped_complete.append(spec.name)
+            continue
+        if status not in (COMPLETE, PREPARED):
+            plan.to_prepare.append(spec)
+            continue
+        check = check_dataset(root, spec.name)
+        if check.needs_prepare:
+            plan.rebuilt[spec.name] = _describe_check(check)
+            plan.to_prepare.append(spec)
+            continue
+        bad = sorted(int(i) for i in check.damaged_batches)
+        n_batches = int(attrs.get("n_batches") or _n_batches(root, spec.name))
+        if status == COMPLETE:
             if bad:
-                n_batches = int(root["datasets"][spec.name]["sparse_operator"].attrs["n_batches"])
-                plan.batches_already_done += n_batches - len(bad)
                 plan.to_resume[spec.name] = bad
                 plan.tokens[spec.name] = attrs.get("token")
                 plan.damaged[spec.name] = bad
                 plan.reopen.append(spec.name)
+                plan.batches_already_done += n_batches - len(bad)
             else:
                 plan.skipped_complete.append(spec.name)
-        elif status == COMPLETE:
-            plan.skipped_complete.append(spec.name)
-        elif status == PREPARED and has_operator:
+            continue
+        # prepared: batches without marker are missing; marked ones that fail to decode are
+        # damaged (counted, their markers cleared before they are recomputed)
+        if n_batches:
             done = batches_done(root, spec.name)
-            # a marker without a decodable chunk (torn or lost write) is not trusted
-            damaged = sorted(damaged_batches(root, spec.name, np.flatnonzero(done).tolist()))
+            damaged = [i for i in bad if done[i]]
             if damaged:
                 plan.damaged[spec.name] = damaged
-                done[damaged] = False
-            plan.batches_already_done += int(done.sum())
-            missing = [int(i) for i in (~done).nonzero()[0]]
-            if missing:
-                plan.to_resume[spec.name] = missing
-                plan.tokens[spec.name] = attrs.get("token")
-            else:
-                plan.to_finalize.append(spec.name)
-        elif status == PREPARED:
-            plan.to_finalize.append(spec.name)
+        plan.batches_already_done += n_batches - len(bad)
+        if bad:
+            plan.to_resume[spec.name] = bad
+            plan.tokens[spec.name] = attrs.get("token")
         else:
-            plan.to_prepare.append(spec)
+            plan.to_finalize.append(spec.name)
     return plan
+
+
+def _n_batches(root, name: str) -> int:
+    group = root["datasets"][name]
+    return int(group["sparse_operator"].attrs["n_batches"]) if "sparse_operator" in group else 0
+
+
+def _describe_check(check) -> str:
+    parts = []
+    if check.missing_nodes:
+        parts.append(f"missing {', '.join(check.missing_nodes[:5])}")
+    parts += [f"{node}: {why}" for node, why in list(check.damaged_arrays.items())[:3]]
+    return "; ".join(parts) or "damaged"
 
 
 class _Progress:
@@ -228,47 +352,148 @@ class _Progress:
                 bar.close()
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """A stop signal (SIGINT, SIGTERM, SIGHUP) reached the driver before its tasks were
+    submitted; ``exit_code`` is 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+class _StopSignals:
+    """Catches SIGINT, SIGTERM and SIGHUP for the duration of a run (main thread only).
+
+    The first signal is recorded in ``received``; while ``raising`` (planning, before any task
+    exists) the handler also raises :class:`RunInterrupted` at once. Once tasks run, the driver
+    checks ``received`` between results (at least every 0.1 s) and stops cleanly."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.raising = True
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is None:
+            self.received = signum
+        if self.raising:
+            raise RunInterrupted(signum)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Record, never raise, inside the block (cluster start: half-built objects)."""
+        raising, self.raising = self.raising, False
+        try:
+            yield
+        finally:
+            self.raising = raising
+
+
 def run_survey(
     config: Config,
     *,
     client: Any = None,
-    overwrite: bool = False,
+    overwrite: bool | Collection[str] = False,
     progress: bool | None = None,
     verify: bool | None = None,
 ) -> RunSummary:
     """Run (or resume) the survey described by ``config``; returns the summary.
 
-    ``verify`` (default ``config.run.verify``): also decode every operator chunk of complete
-    datasets and recompute damaged batches. Raises :class:`ConfigError` before submitting
-    anything if datasets in the store were made with different settings (unless ``overwrite``),
-    and :class:`StoreError` if another run holds the store's lock.
+    ``overwrite``: True to prepare every dataset again, or the names of datasets to prepare
+    again. ``verify`` (default ``config.run.verify``): also check every node and chunk of
+    complete datasets and repair what is damaged. Raises :class:`ConfigError` before submitting
+    anything if datasets in the store were made with different settings (unless ``overwrite``)
+    or the store overlaps the inputs, :class:`StoreError` if another run holds the store's lock,
+    and :class:`RunInterrupted` for a stop signal received before any task was submitted. A
+    signal received later, or no worker alive for ``cluster.start_timeout``, ends the run early:
+    the summary says why (``stopped``) and carries the exit code.
     """
-    store = StoreRecipe(config.store_location, dict(config.output.storage_options))
-    root = create_store(store.location, storage_options=store.storage_options or None)
-    run_id = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-    lock = acquire_run_lock(root, run_id).start_heartbeat()
-    try:
-        verify = config.run.verify if verify is None else verify
-        plan = plan_run(config, root, overwrite=overwrite, verify=verify)
-        if plan.conflicts:
-            raise ConfigError(
-                f"{len(plan.conflicts)} dataset(s) in {store.location} were prepared with "
-                f"different settings (first: {plan.conflicts[:5]}); rerun with --overwrite to "
-                "replace them, or choose another output.store"
-            )
-        with contextlib.ExitStack() as stack:
-            if client is None and (plan.to_prepare or plan.to_resume):
-                from pipeline.flow.cluster import cluster_client
+    with _StopSignals() as signals:
+        found = discover(config)
+        check_store_location(config, found)
+        store = StoreRecipe(config.store_location, dict(config.output.storage_options))
+        root = create_store(store.location, storage_options=store.storage_options or None)
+        run_id = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+        lock = acquire_run_lock(root, run_id).start_heartbeat()
+        try:
+            verify = config.run.verify if verify is None else verify
+            plan = plan_run(config, root, overwrite=overwrite, verify=verify, found=found)
+            if plan.conflicts:
+                raise ConfigError(
+                    f"{len(plan.conflicts)} dataset(s) in {store.location} were prepared with "
+                    f"different settings (first: {plan.conflicts[:5]}); rerun with --overwrite "
+                    "to replace them, or choose another output.store"
+                )
+            with contextlib.ExitStack() as stack:
+                with signals.deferred():
+                    if client is None and (plan.to_prepare or plan.to_resume):
+                        from pipeline.flow.cluster import cluster_client
 
-                client = stack.enter_context(cluster_client(config.cluster))
-            if config.run.performance_report and client is not None:
-                from distributed import performance_report
+                        client = stack.enter_context(cluster_client(config.cluster))
+                    if config.run.performance_report and client is not None:
+                        from distributed import performance_report
 
-                path = str(config.path(config.run.performance_report))
-                stack.enter_context(performance_report(filename=path))
-            return _Driver(config, client, root, store, plan, progress, run_id, lock).run()
-    finally:
-        lock.release()
+                        path = str(config.path(config.run.performance_report))
+                        stack.enter_context(performance_report(filename=path))
+                    driver = _Driver(config, client, root, store, plan, progress, run_id, lock)
+                    return driver.run(signals)
+        finally:
+            signals.raising = False  # the lock is always released
+            lock.release()
+
+
+_UNREACHABLE = object()  # a finished task whose worker does not hand its result over
+
+
+class _Stop(Exception):
+    """Ends the driver loop early: ``reason`` for the summary, ``code`` the exit status."""
+
+    def __init__(self, reason: str, code: int):
+        super().__init__(reason)
+        self.reason, self.code = reason, code
+
+
+def _cluster_clock(dask_scheduler=None) -> dict[str, Any]:
+    """Run on the scheduler: how many workers can run tasks, and for each task on a worker how
+    long it has been held there, in seconds.
+
+    A worker above its memory limit is restarted by its nanny again and again, or registers and
+    pauses at once: neither runs a task, so only workers with status ``running`` count. A task
+    executing has been held for its execution time as of the worker's last heartbeat plus the
+    time since that heartbeat: a stopped (SIGSTOP) or hung worker stops sending heartbeats but
+    keeps its connection, so ``worker-ttl`` never removes it, while this clock keeps running. A
+    task queued behind others on a worker is held for as long as that worker has been silent."""
+    now = time.time()
+    running = 0
+    held: dict[str, tuple[str, float]] = {}
+    for address, ws in dask_scheduler.workers.items():
+        running += ws.status.name == "running"
+        silent = max(0.0, now - ws.last_seen)
+        for ts in ws.processing:
+            held[str(ts.key)] = (address, silent)
+        for ts, seconds in ws.executing.items():
+            held[str(ts.key)] = (address, float(seconds) + silent)
+    return {"running": running, "held": held}
+
+
+async def _drop_worker(address: str, dask_scheduler=None) -> str:
+    """Run on the scheduler: remove a worker that holds a task past its deadline (stopped or
+    stuck in I/O while keeping its connection, which ``worker-ttl`` never notices). Its tasks go
+    back to the others, as for a lost worker; if it comes back it is a new worker."""
+    return await dask_scheduler.remove_worker(
+        address=address, stimulus_id=f"lenspipe-task-timeout-{time.time()}", close=True
+    )
 
 
 class _Driver:
@@ -311,6 +536,8 @@ class _Driver:
             datasets_total=n_datasets,
             skipped_complete=len(plan.skipped_complete),
             resumed=len(plan.to_resume) + len(plan.to_finalize),
+            changed_inputs=len(plan.changed),
+            rebuilt=len(plan.rebuilt),
             shards_skipped=plan.batches_already_done,
             shards_damaged=sum(len(v) for v in plan.damaged.values()),
         )
@@ -323,7 +550,17 @@ class _Driver:
         self.shard_queue: deque[tuple[str, int]] = deque()
         self.in_flight = 0
         self.task_names: dict[str, str] = {}
+        self.futures: dict[str, Any] = {}
         self.tokens: dict[str, str | None] = dict(plan.tokens)
+        # deadlines: when each task was first seen processing, and on which worker
+        self.task_timeout = float(config.run.task_timeout)
+        self.start_timeout = float(config.cluster.start_timeout)
+        self.timed_out_on: dict[str, str] = {}
+        self.timeouts: dict[str, int] = {}
+        self.no_worker_since: float | None = None
+        self.next_watch = 0.0
+        self.watch_every = min(2.0, max(0.2, self.task_timeout / 5))
+        self.signals: _StopSignals | None = None
 
     # -------------------------------------------------------------------------------- outcomes
     def _fail(self, name: str, message: str) -> None:
@@ -332,8 +569,11 @@ class _Driver:
         self.failed.add(name)
         self.remaining.pop(name, None)
         self.summary.failed += 1
+        try:
+            mark_failed(self.root, name, message)
+        except (OSError, StoreError) as err:  # a full disk, a torn group: this dataset only
+            message += f" [not recorded in the store: {type(err).__name__}: {err}]"
         self.summary.failures.append({"name": name, "message": message})
-        mark_failed(self.root, name, message)
         self.progress.dataset_done()
 
     def _complete(self, name: str, *, verify_markers: bool = False) -> None:
@@ -341,8 +581,8 @@ class _Driver:
             finalize_dataset(
                 self.root, name, timings=self.timings.get(name), verify_markers=verify_markers
             )
-        except StoreError as err:
-            self._fail(name, str(err))
+        except (OSError, StoreError) as err:  # StoreError is an OSError; ENOSPC too
+            self._fail(name, f"dataset {name!r}: could not be recorded complete: {err}")
             return
         self.summary.complete += 1
         self.progress.dataset_done()
@@ -412,6 +652,7 @@ class _Driver:
             )
             self.task_names.update(zip(keys, (spec.name for spec in prepares), strict=True))
         pending.update(futures)
+        self.futures.update((future.key, future) for future in futures)
         self.in_flight += len(futures)
 
     # -------------------------------------------------------------------------------- results
@@ -459,8 +700,45 @@ class _Driver:
             del self.remaining[result.name]
             self._complete(result.name)
 
-    def _on_done(self, future) -> None:
+    def _fetch(self, future) -> Any:
+        """A finished task's result, or :data:`_UNREACHABLE` if the worker holding it does not
+        answer within ``run.task_timeout`` (capped at a minute: a result is a few hundred
+        bytes). A result lives on the worker that computed it: without a deadline, a worker
+        stopped right after its task finished would hold the driver forever."""
+        try:
+            return future.result(timeout=min(self.task_timeout, 60.0))
+        except TimeoutError:
+            return _UNREACHABLE
+
+    def _recompute(self, future, pending) -> None:
+        """Remove the workers holding an unreachable result; Dask then computes the task again
+        (a client still wants it), and the future comes back through ``pending``."""
+        self.summary.tasks_timed_out += 1
+        holders = self.client.who_has([future]).get(future.key, ())
+        logger.warning(
+            "the result of task %s is held by unresponsive worker(s) %s: removing them and "
+            "computing it again",
+            future.key,
+            list(holders),
+        )
+        for address in holders:
+            with contextlib.suppress(Exception):  # already gone
+                self.client.run_on_scheduler(_drop_worker, address)
+        pending.add(future)
+        self.in_flight += 1
+
+    def _on_done(self, future, pending=None) -> bool:
+        """Handle a task that ended; False if its result could not be fetched (it is being
+        computed again, and the future is pending again)."""
+        result = self._fetch(future) if future.status == "finished" else None
+        if result is _UNREACHABLE and pending is not None:
+            self._recompute(future, pending)
+            return False
         name = self.task_names.pop(future.key)
+        self.futures.pop(future.key, None)
+        if result is _UNREACHABLE:
+            self._fail(name, f"dataset {name!r}: the result of task {future.key} is unreachable")
+            return True
         if future.status != "finished":
             # an exception raised after its retries, or cancelled
             if future.status == "error":
@@ -469,18 +747,17 @@ class _Driver:
             else:
                 reason = f"ended with status {future.status!r}"
             self._fail(name, f"dataset {name!r}: task {future.key} {reason}")
-            return
-        result = future.result()
+            return True
         if isinstance(result, TaskFailure):
             self._fail(result.name, result.message)
         elif isinstance(result, PrepareResult):
             self._on_prepared(result)
         else:
             self._on_shard(result)
+        return True
 
-    def run(self) -> RunSummary:
-        from distributed import as_completed
-
+    def run(self, signals: _StopSignals | None = None) -> RunSummary:
+        self.signals = signals
         start_wall, start_cpu = time.perf_counter(), time.process_time()
         try:
             for name, message in self.plan.problems:
@@ -495,34 +772,24 @@ class _Driver:
             for name in self.plan.to_finalize:
                 self._complete(name, verify_markers=True)
             for name, damaged in self.plan.damaged.items():
-                # status first: a driver dying in between leaves a 'prepared' dataset, whose
-                # batches the next resume checks again
-                if name in self.plan.reopen:
-                    reopen_dataset(self.root, name, damaged)
-                # the store must not claim them done while they are recomputed
-                reset_batches(self.root, name, damaged)
+                try:
+                    # status first: a driver dying in between leaves a 'prepared' dataset,
+                    # whose batches the next resume checks again
+                    if name in self.plan.reopen:
+                        reopen_dataset(self.root, name, damaged)
+                    # the store must not claim them done while they are recomputed
+                    reset_batches(self.root, name, damaged)
+                except (OSError, StoreError) as err:
+                    self._fail(name, f"dataset {name!r}: cannot reopen it for repair: {err}")
             for name, missing in self.plan.to_resume.items():
-                self._queue_shards(name, missing)
+                if name not in self.failed:
+                    self._queue_shards(name, missing)
             # nothing to submit (a plain resume of a complete store): no client was started
             if self.client is not None:
-                # a batch is every task that finished while the previous batch was handled. The
-                # loop is this client's: without it, as_completed takes the default client's,
-                # which need not be ours
-                pending = as_completed([], loop=self.client.loop)
-                self._fill(pending)
-                for batch in pending.batches():
-                    if self.lock.lost:
-                        raise StoreError(
-                            f"run {self.summary.run_id} lost the store's run lock to another "
-                            "run (this driver stalled longer than the stale-lock time); "
-                            "stopping. The store is consistent: re-run once the other run has "
-                            "finished"
-                        )
-                    self.in_flight -= len(batch)
-                    for future in batch:
-                        self._on_done(future)
-                        future.release()
-                    self._fill(pending)
+                self._loop()
+        except _Stop as stop:
+            self.summary.stopped, self.summary.stop_code = stop.reason, stop.code
+            self._cancel_in_flight()
         finally:
             self.progress.close()
         self.summary.cpu_seconds += time.process_time() - start_cpu
@@ -530,8 +797,130 @@ class _Driver:
         self._record()
         return self.summary
 
+    def _loop(self) -> None:
+        from distributed import as_completed
+
+        # the loop is this client's: without it, as_completed takes the default client's,
+        # which need not be ours
+        pending = as_completed([], loop=self.client.loop)
+        self._fill(pending)
+        while True:
+            self._check()
+            # every task that finished while the previous ones were handled
+            batch = self._ready(pending)
+            if batch is None:
+                return
+            self.in_flight -= len(batch)
+            for future in batch:
+                if self._on_done(future, pending):
+                    future.release()
+            self._fill(pending)
+
+    def _ready(self, pending) -> list | None:
+        """Finished futures (``[]`` after ``watch_every`` seconds without any, or as soon as a
+        stop signal arrived), ``None`` when nothing is pending."""
+        deadline = time.monotonic() + self.watch_every
+        # notified by as_completed on every result (the condition its own iterator waits on)
+        condition = getattr(pending, "thread_condition", None) or threading.Condition()
+        while not pending.has_ready():
+            if pending.is_empty():
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (self.signals and self.signals.received):
+                return []
+            with condition:
+                condition.wait(timeout=min(remaining, 0.1))
+        return pending.next_batch(block=False)
+
+    def _check(self) -> None:
+        """Between results: a stop signal, the lock, and (every ``watch_every`` seconds) the
+        workers and the tasks' deadlines."""
+        if self.signals is not None and self.signals.received is not None:
+            name = signal.Signals(self.signals.received).name
+            raise _Stop(f"interrupted by {name}", 128 + self.signals.received)
+        if self.lock.lost:
+            raise StoreError(
+                f"run {self.summary.run_id} lost the store's run lock to another run (this "
+                "driver stalled longer than the stale-lock time); stopping. The store is "
+                "consistent: re-run once the other run has finished"
+            )
+        now = time.monotonic()
+        if now < self.next_watch:
+            return
+        self.next_watch = now + self.watch_every
+        self._watch(now)
+
+    def _watch(self, now: float) -> None:
+        """Workers able to run tasks (none for ``cluster.start_timeout`` ends the run) and the
+        tasks' deadlines."""
+        try:
+            clock = self.client.run_on_scheduler(_cluster_clock)
+        except Exception:  # noqa: BLE001 - a scheduler without lenspipe: count workers only
+            clock = {"running": len(self.client.nthreads()), "held": {}}
+        if clock["running"]:
+            self.no_worker_since = None
+        elif self.no_worker_since is None:
+            self.no_worker_since = now
+        elif now - self.no_worker_since > self.start_timeout:
+            raise _Stop(
+                f"no Dask worker was alive for {self.start_timeout:g} s (cluster.start_timeout): "
+                "the workers could not start or all died (a memory_limit below what a worker "
+                "needs? batch jobs that never start, or a failing job submission: see the "
+                "scheduler's log). The store is consistent: fix the cluster and re-run to resume",
+                1,
+            )
+        self._enforce_deadlines(clock["held"])
+
+    def _enforce_deadlines(self, held: dict[str, tuple[str, float]]) -> None:
+        """A task held by one worker for longer than ``run.task_timeout`` is taken from it: the
+        worker is removed, so Dask sends its tasks to the others as for a lost worker (a retry),
+        at most ``run.retries`` times per task; then its dataset fails."""
+        for key, (address, seconds) in held.items():
+            if key not in self.futures or seconds <= self.task_timeout:
+                continue
+            if self.timed_out_on.get(key) == address:
+                continue  # already taken from that worker; the scheduler has not caught up
+            self.timed_out_on[key] = address
+            self.summary.tasks_timed_out += 1
+            count = self.timeouts[key] = self.timeouts.get(key, 0) + 1
+            name = self.task_names[key]
+            logger.warning(
+                "task %s was held %.0f s by worker %s (run.task_timeout %g s): removing that "
+                "worker",
+                key,
+                seconds,
+                address,
+                self.task_timeout,
+            )
+            if count > self.config.run.retries:
+                self.client.cancel([self.futures[key]])
+                self._fail(
+                    name,
+                    f"dataset {name!r}: task {key} was held longer than run.task_timeout "
+                    f"({self.task_timeout:g} s) by a worker {count} time(s) (a stopped or "
+                    "stuck worker, or a task that needs more time: raise run.task_timeout)",
+                )
+            with contextlib.suppress(Exception):  # already gone: nothing to remove
+                self.client.run_on_scheduler(_drop_worker, address)
+
+    def _cancel_in_flight(self) -> None:
+        """Cancel every submitted task (a run stopped early); writes already made stay valid:
+        markers and statuses are written last."""
+        futures = list(self.futures.values())
+        self.futures.clear()
+        if futures and self.client is not None:
+            with contextlib.suppress(Exception):
+                self.client.cancel(futures)
+
     def _record(self) -> None:
-        runs = self.root.require_group("runs")
-        group = runs.create_group(self.summary.run_id)
-        group.attrs["summary"] = self.summary.to_dict()
-        self.root.attrs["last_run"] = self.summary.to_dict()
+        try:
+            runs = self.root.require_group("runs")
+            group = runs.create_group(self.summary.run_id)
+            group.attrs["summary"] = self.summary.to_dict()
+            self.root.attrs["last_run"] = self.summary.to_dict()
+        except (OSError, StoreError) as err:  # a full disk must not hide the summary
+            logger.error("could not record run %s in the store: %s", self.summary.run_id, err)
+            print(
+                f"warning: the run record could not be written to the store ({err})",
+                file=sys.stderr,
+            )

@@ -17,13 +17,19 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from pipeline.exc import DatasetError, InvalidValueError, KernelError, PipelineError
+from pipeline.exc import (
+    DatasetError,
+    InvalidValueError,
+    KernelError,
+    OperatorError,
+    PipelineError,
+)
 from pipeline.flow.config import (
     AdaptiveOverSampling,
     AnnularMask,
@@ -250,10 +256,13 @@ def _describe_mask(spec: DatasetSpec, settings: PrepareSettings) -> str:
 def prepare_imaging(spec: DatasetSpec, settings: PrepareSettings) -> Imaging:
     """Load, validate, mask and over-sample one dataset (a pure function of its files).
 
-    Only unmasked pixels are validated (NaN borders outside the mask are fine); every error names
-    the dataset and, where it comes from a file, the file and HDU.
+    Only unmasked pixels are validated (NaN borders outside the mask are fine), noise included
+    for the operator: ``1/sigma**2`` must be a finite normal float64
+    (:func:`~pipeline.operators.precision.inverse_variance_from`); every error names the dataset
+    and, where it comes from a file, the file and HDU.
     """
     from pipeline.io.fits import pixel_scales_from_header, read_fits_array
+    from pipeline.operators.precision import inverse_variance_from
 
     name = spec.name
     data = read_fits_array(spec.data.path, spec.data.hdu, dataset=name)
@@ -290,6 +299,11 @@ def prepare_imaging(spec: DatasetSpec, settings: PrepareSettings) -> Imaging:
             over_sample_size_pixelization=1,
             name=name,
         )
+        # W needs 1/sigma**2 as a finite normal float64 at every unmasked pixel: refuse here,
+        # naming the files, rather than compute inf/0 weights (issue 11)
+        inverse_variance_from(
+            masked.noise_map.native, np.asarray(mask), label=f"dataset {name!r}: the noise map"
+        )
     except KernelError as err:
         raise DatasetError(f"PSF '{spec.psf.path}' HDU {spec.psf.hdu!r}: {err}") from None
     except InvalidValueError as err:
@@ -316,15 +330,15 @@ def prepare_imaging(spec: DatasetSpec, settings: PrepareSettings) -> Imaging:
 
 
 def _sources(spec: DatasetSpec) -> list[Source]:
-    refs = [("data", spec.data), ("noise_map", spec.noise_map), ("psf", spec.psf)]
-    if spec.mask is not None:
-        refs.append(("mask", spec.mask))
-    hashes: dict[str, str] = {}
+    """The dataset's input files as recorded with it (size, mtime, sha256), each file hashed
+    once. Taken before the files are read, so that a file replaced while the task runs is seen
+    as changed by the next run rather than recorded with the new file's hash."""
+    found: dict[str, Source] = {}
     out = []
-    for role, ref in refs:
-        if ref.path not in hashes:
-            hashes[ref.path] = Source.from_file(role, ref.path, ref.hdu).sha256 or ""
-        out.append(Source(role, ref.path, ref.hdu, hashes[ref.path]))
+    for role, ref in spec.files():
+        if ref.path not in found:
+            found[ref.path] = Source.from_file(role, ref.path, ref.hdu)
+        out.append(replace(found[ref.path], role=role, hdu=ref.hdu))
     return out
 
 
@@ -347,8 +361,13 @@ def prepare_task(
     configure_worker()
     wall, cpu = time.perf_counter(), time.process_time()
     try:
+        try:
+            sources: list[Source] | None = _sources(spec)
+        except FileNotFoundError:
+            sources = None  # prepare_imaging's error names the missing file and its HDU
         imaging = prepare_imaging(spec, settings)
-        sources = _sources(spec)
+        if sources is None:
+            sources = _sources(spec)
         if isinstance(batch_size, AutoBatchSize):
             batch_size = batch_size.rows(imaging.psf.shape_native, imaging.shape_slim)
         if batch_size:
@@ -398,6 +417,8 @@ def prepare_task(
                 timings=timings,
             ),
         )
+    except OperatorError as err:  # batch 0's values cannot be stored (range, dtype)
+        return TaskFailure(spec.name, f"dataset {spec.name!r}, operator batch 0: {err}", 0)
     except (PipelineError, OSError) as err:
         return _failure(spec.name, err)
     write_seconds = time.perf_counter() - write_start

@@ -10,6 +10,11 @@ from pipeline.operators.layout import (
     n_offsets_for_kernel,
     offsets_for_kernel,
 )
+from pipeline.operators.precision import (
+    inverse_variance_from,
+    storage_error_bound,
+    storage_values_from,
+)
 from pipeline.operators.rows import BACKENDS, compute_rows, compute_values
 from pipeline.operators.sparse_operator import ImagingSparseOperator, psf_weighted_data_from
 
@@ -21,7 +26,10 @@ __all__ = [
     "balanced_batch_rows",
     "compute_rows",
     "compute_values",
+    "inverse_variance_from",
     "n_offsets_for_kernel",
     "offsets_for_kernel",
     "psf_weighted_data_from",
+    "storage_error_bound",
+    "storage_values_from",
 ]

@@ -7,8 +7,9 @@ from functools import cached_property
 
 import numpy as np
 
-from pipeline.exc import OperatorError
+from pipeline.exc import InvalidValueError, OperatorError
 from pipeline.operators.layout import OperatorLayout
+from pipeline.operators.precision import inverse_variance_from
 
 __all__ = ["OperatorInputs"]
 
@@ -36,7 +37,9 @@ class OperatorInputs:
     def from_noise_map(
         cls, noise_map_native: np.ndarray, mask: np.ndarray, kernel: np.ndarray
     ) -> OperatorInputs:
-        """Build from a native noise map (RMS, > 0 and finite at unmasked pixels)."""
+        """Build from a native noise map (RMS at unmasked pixels: positive, finite, and such that
+        ``1 / sigma**2`` is a finite normal float64; see
+        :func:`~pipeline.operators.precision.inverse_variance_from`)."""
         mask = np.asarray(mask, dtype=bool)
         noise = np.asarray(noise_map_native, dtype=np.float64)
         kernel = np.ascontiguousarray(kernel, dtype=np.float64)
@@ -48,16 +51,11 @@ class OperatorInputs:
             raise OperatorError(f"PSF kernel shape {kernel.shape} must be 2-D and odd in both axes")
         if not np.all(np.isfinite(kernel)):
             raise OperatorError("PSF kernel has NaN/inf values")
-        used = noise[~mask]
-        bad = ~(np.isfinite(used) & (used > 0.0))
-        if bad.any():
-            row, col = np.argwhere(~mask)[np.flatnonzero(bad)[0]]
-            raise OperatorError(
-                f"noise map must be positive and finite at unmasked pixels; row {row}, col {col} "
-                f"has {noise[row, col]}"
-            )
-        inverse_variance = np.zeros_like(noise)
-        inverse_variance[~mask] = 1.0 / used**2
+        try:
+            inverse_variance = inverse_variance_from(noise, mask)
+        except InvalidValueError as err:
+            # OperatorError stays this constructor's one error type (callers catch it)
+            raise OperatorError(str(err)) from None
         return cls(OperatorLayout(mask, kernel.shape), kernel, inverse_variance)
 
     def __post_init__(self) -> None:

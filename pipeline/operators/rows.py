@@ -6,6 +6,7 @@ import numpy as np
 
 from pipeline.exc import OperatorError
 from pipeline.operators.inputs import OperatorInputs
+from pipeline.operators.precision import storage_values_from
 
 __all__ = ["BACKENDS", "compute_rows", "compute_values"]
 
@@ -24,7 +25,8 @@ def compute_rows(
 ) -> np.ndarray:
     """Rows ``[start, stop)`` of the band values, computed in float64 and returned as ``dtype``
     (float64 or float32); float64 rows of the numpy and numba backends are written into ``out``
-    when given.
+    when given. float32 rows are cast by :func:`~pipeline.operators.precision.storage_values_from`,
+    which raises :class:`OperatorError` where float32 cannot hold them within its error bound.
 
     Every backend gives the same rows (to ~1e-15 of the largest |W|) whatever the batch
     boundaries: a row depends only on the inverse variances within the kernel reach of its pixel.
@@ -46,7 +48,10 @@ def compute_rows(
         values = rows_jax(inputs, start, stop, batch_size=batch_size)
     else:
         raise OperatorError(f"unknown operator backend {backend!r}; choose one of {BACKENDS}")
-    return values if dtype == np.float64 else values.astype(dtype)
+    if dtype == np.float64:
+        return values
+    # the checked cast: finite, no overflow, every diagonal in float32's normal range
+    return storage_values_from(values, dtype)
 
 
 def compute_values(

@@ -1,13 +1,23 @@
-"""The embedded cluster's worker settings, and the optional Dask performance report."""
+"""The embedded cluster's worker settings, the optional Dask performance report, and TLS
+credentials for every kind of cluster."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+import pytest
 import yaml
 
-from pipeline.flow.cluster import cluster_client
-from pipeline.flow.config import LocalClusterConfig, load_config
+from pipeline.exc import ClusterError, ConfigError
+from pipeline.flow.cluster import cluster_client, cluster_security
+from pipeline.flow.config import (
+    AddressCluster,
+    JobqueueCluster,
+    LocalClusterConfig,
+    TlsFiles,
+    load_config,
+)
 from pipeline.flow.run import run_survey
 from pipeline.flow.simulate import simulate_survey
 
@@ -61,3 +71,87 @@ def test_performance_report_is_written(tmp_path):
     report = tmp_path / "report.html"
     assert report.stat().st_size > 10_000
     assert "Dask Performance Report" in report.read_text(errors="replace")
+
+
+# ---------------------------------------------------------------------------------------- security
+def _write_credentials(security, folder: Path) -> dict[str, Path]:
+    """The PEM texts of a ``Security.temporary()`` as files (a CA, a cert and its key)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"ca_file": folder / "ca.pem", "cert": folder / "cert.pem", "key": folder / "key.pem"}
+    files["ca_file"].write_text(security.tls_ca_file)
+    files["cert"].write_text(security.tls_client_cert)
+    files["key"].write_text(security.tls_client_key)
+    return files
+
+
+def test_cluster_security_settings(tmp_path):
+    from distributed.security import Security
+
+    assert cluster_security(LocalClusterConfig()) is None
+    temporary = cluster_security(LocalClusterConfig(security="tls"))
+    assert isinstance(temporary, Security) and temporary.require_encryption
+    assert "BEGIN CERTIFICATE" in temporary.tls_ca_file  # made for this cluster, in memory
+
+    files = _write_credentials(Security.temporary(), tmp_path / "tls")
+    config = AddressCluster(address="tls://127.0.0.1:1", security=TlsFiles(**files))
+    security = cluster_security(config)
+    assert security.require_encryption
+    assert security.tls_ca_file == str(files["ca_file"])
+    for role in ("client", "scheduler", "worker"):
+        assert getattr(security, f"tls_{role}_cert") == str(files["cert"])
+        assert getattr(security, f"tls_{role}_key") == str(files["key"])
+
+    files["key"].unlink()
+    with pytest.raises(ConfigError, match=r"cluster.security.key: no such file '.*key.pem'"):
+        cluster_security(config)
+
+
+def test_address_cluster_with_tls_files(tmp_path):
+    """Join a TLS scheduler with the files of its credentials; files of another cluster are
+    refused (exit 2 through ClusterError, naming cluster.security)."""
+    from distributed import LocalCluster
+    from distributed.security import Security
+
+    credentials = Security.temporary()
+    files = _write_credentials(credentials, tmp_path / "ours")
+    strangers = _write_credentials(Security.temporary(), tmp_path / "theirs")
+    with LocalCluster(
+        n_workers=1,
+        processes=False,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        security=credentials,
+    ) as scheduler:
+        address = scheduler.scheduler_address
+        assert address.startswith("tls://")
+        config = AddressCluster(address=address, security=TlsFiles(**files), timeout=10)
+        with cluster_client(config) as client:
+            assert client.submit(pow, 2, 5).result() == 32
+        wrong = AddressCluster(address=address, security=TlsFiles(**strangers), timeout=3)
+        with pytest.raises(ClusterError, match="files of cluster.security"):
+            with cluster_client(wrong):
+                pass
+
+
+def test_jobqueue_cluster_with_tls_files(tmp_path):
+    """dask-jobqueue gets the Security: its scheduler speaks tls://, each worker's command line
+    names the files, and the scheduler's dashboard is bound to loopback."""
+    pytest.importorskip("dask_jobqueue")
+    from distributed.security import Security
+
+    from pipeline.flow.cluster import _jobqueue_cluster
+
+    files = _write_credentials(Security.temporary(), tmp_path / "tls")
+    config = JobqueueCluster(
+        kind="slurm", options={"cores": 2, "memory": "4GB"}, security=TlsFiles(**files)
+    )
+    cluster = _jobqueue_cluster(config)
+    try:
+        script = cluster.job_script()
+        assert cluster.scheduler_address.startswith("tls://")
+        assert cluster.scheduler.http_server.address == "127.0.0.1"
+    finally:
+        cluster.close()
+    assert "--protocol tls://" in script
+    for flag, key in (("--tls-ca-file", "ca_file"), ("--tls-cert", "cert"), ("--tls-key", "key")):
+        assert f"{flag} {files[key]}" in script

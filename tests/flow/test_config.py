@@ -17,6 +17,8 @@ from pipeline.flow.config import (
     LocalClusterConfig,
     ManifestInput,
     MefInput,
+    TlsFiles,
+    brief_repr,
     config_from_dict,
     load_config,
 )
@@ -342,3 +344,357 @@ def test_operator_storage_valid_combinations():
         config = config_from_dict(with_(MINIMAL, "sparse_operator", operator))
         stored = config.sparse_operator.model_dump()
         assert all(stored[key] == value for key, value in operator.items())
+
+
+# ---------------------------------------------------------------------------------------- bounds
+def test_new_defaults():
+    config = config_from_dict(MINIMAL)
+    assert config.run.task_timeout == 3600.0
+    assert config.cluster.start_timeout == 600.0
+    assert config.cluster.security == "none" and config.cluster.dashboard is False
+    address = config_from_dict(with_(MINIMAL, "cluster", {"kind": "address", "address": "x:1"}))
+    assert address.cluster.start_timeout == 600.0 and address.cluster.security == "none"
+    for kind in ("slurm", "pbs"):
+        jobqueue = config_from_dict(with_(MINIMAL, "cluster", {"kind": kind}))
+        assert jobqueue.cluster.start_timeout == 3600.0 and jobqueue.cluster.security == "none"
+
+
+LOCAL, ADDRESS, SLURM = {"kind": "local"}, {"kind": "address", "address": "x:1"}, {"kind": "slurm"}
+WEEK = 7 * 86400
+
+# (section to start from, dotted key, largest accepted value, first refused value above it)
+BOUNDS = [
+    (None, "run.retries", 100, 101),
+    (None, "run.max_tasks_in_flight", 100_000, 100_001),
+    (None, "run.task_timeout", WEEK, WEEK + 1),
+    (LOCAL, "cluster.n_workers", 1024, 1025),
+    (LOCAL, "cluster.start_timeout", WEEK, WEEK + 1),
+    (ADDRESS, "cluster.timeout", 3600, 3601),
+    (ADDRESS, "cluster.start_timeout", WEEK, WEEK + 1),
+    (SLURM, "cluster.jobs", 10_000, 10_001),
+    (SLURM, "cluster.start_timeout", WEEK, WEEK + 1),
+    (None, "sparse_operator.batch_size", 2**20, 2**20 + 1),
+    (None, "sparse_operator.memory_budget_mb", 2**20, 2**20 + 1),
+    (None, "mask.radius", 1e5, 1.0001e5),
+    (None, "pixel_scales", 3600, 3601),
+    ({"kind": "uniform"}, "over_sampling.lp", 32, 33),
+    ({"kind": "uniform"}, "over_sampling.pixelization", 32, 33),
+    ({"kind": "adaptive"}, "over_sampling.sub_size_upper", 32, 33),
+    ({"kind": "adaptive"}, "over_sampling.signal_to_noise_cut", 1e12, 1.1e12),
+    ({"kind": "elliptical", "major_axis_radius": 1, "axis_ratio": 1}, "mask.angle", 360, 361),
+    (None, "inputs.data_hdu", 9999, 10_000),
+]
+
+
+def _bounded(start, key, value) -> dict:
+    section = key.split(".")[0]
+    data = with_(MINIMAL, section, start) if start is not None else MINIMAL
+    return with_(data, key, value)
+
+
+@pytest.mark.parametrize(("start", "key", "largest", "refused"), BOUNDS, ids=[b[1] for b in BOUNDS])
+def test_every_number_has_an_upper_bound(start, key, largest, refused):
+    config = config_from_dict(_bounded(start, key, largest))
+    node = config
+    for part in key.split("."):
+        node = getattr(node, part)
+    assert node == largest
+    for value in (refused, 1e23, 1e308):
+        message = error_of(_bounded(start, key, value))
+        line = next((x for x in message.splitlines() if x.strip().startswith(f"{key}:")), None)
+        assert line is not None, message
+        assert "less than or equal to" in line or "at most" in line, line
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "words"),
+    [
+        ("mask.centre", [0.0, 1e6], "less than or equal to 100000"),
+        ("mask.centre", [-1e6, 0.0], "greater than or equal to -100000"),
+        ("pixel_scales", [0.1, 1e300], "at most 3600"),
+        (
+            "over_sampling",
+            {"kind": "radial", "sub_size_list": [2, 1], "radial_list": [1e9]},
+            "100000",
+        ),
+        ("over_sampling", {"kind": "radial", "sub_size_list": [64, 1], "radial_list": [1]}, "32"),
+        ("run.retries", -1, "greater than or equal to 0"),
+        ("run.task_timeout", 0, "greater than 0"),
+        ("run.task_timeout", float("inf"), "finite"),
+        ("run.task_timeout", float("nan"), "finite"),
+    ],
+)
+def test_bounds_of_lists_and_pairs(path, value, words):
+    message = error_of(with_(MINIMAL, path, value))
+    assert path.split(".")[0] in message and words in message, message
+
+
+@pytest.mark.parametrize("value", [0, -1, float("inf")])
+def test_start_timeout_positive_and_finite(value):
+    message = error_of(with_(MINIMAL, "cluster", {"kind": "local", "start_timeout": value}))
+    assert "cluster.start_timeout:" in message
+
+
+def test_huge_integral_floats_reach_the_bound():
+    """1e23 for an int field: the bound is named (pydantic alone says "unable to parse")."""
+    message = error_of(with_(MINIMAL, "run.retries", 1e23))
+    assert "run.retries: Input should be less than or equal to 100" in message
+    assert "(got 99999999999999991611392)" in message
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [("auto", True), ("4GiB", True), ("500 MB", True), ("2e9", True), ("lots", False)]
+    + [("1e30GiB", False), ("0", False), ("", False)],
+)
+def test_memory_limit_is_a_bounded_size(value, ok):
+    data = with_(MINIMAL, "cluster", {"kind": "local", "memory_limit": value})
+    if ok:
+        assert config_from_dict(data).cluster.memory_limit == value
+    else:
+        assert "cluster.memory_limit: must be auto or a size" in error_of(data)
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"cores": 1e6}, "option 'cores' must be an integer from 1 to 1024"),
+        ({"processes": 0}, "option 'processes' must be an integer from 1 to 1024"),
+        ({"death_timeout": float("inf")}, "must be finite and at most 1e+15"),
+        ({"security": True}, "use cluster.security"),
+        ({"protocol": "tls://"}, "use cluster.security"),
+    ],
+)
+def test_jobqueue_options_checked(options, words):
+    message = error_of(with_(MINIMAL, "cluster", {"kind": "slurm", "options": options}))
+    assert "cluster.options:" in message and words in message, message
+
+
+def test_storage_options_numbers_finite():
+    message = error_of(with_(MINIMAL, "output.storage_options", {"block_size": 1e300}))
+    assert "output.storage_options:" in message and "'block_size'" in message
+
+
+# ---------------------------------------------------------------------------------------- reprs
+def test_huge_values_are_truncated_in_messages():
+    values = ["x" * 1_000_000, list(range(100_000)), {f"k{i}": i for i in range(10_000)}]
+    values += [10**5000, -(10**5000), [[[[[[["deep"]]]]]]]]
+    for value in values:
+        message = error_of(with_(MINIMAL, "mask.radius", value))
+        assert "mask.radius:" in message
+        assert len(message) < 600, message[:2000]
+    assert "integer of about 5001 digits" in error_of(with_(MINIMAL, "run.retries", 10**5000))
+    assert "..." in error_of(with_(MINIMAL, "mask.radius", "x" * 1000))
+
+
+def test_brief_repr():
+    assert brief_repr(3.5) == "3.5" and brief_repr("abc") == "'abc'" and brief_repr(True) == "True"
+    assert len(brief_repr("y" * 10_000)) <= 200
+    assert brief_repr(10**300).startswith("<integer of about 301 digits")
+    assert len(brief_repr([["a" * 80] * 50] * 50)) <= 200
+    # a value shared a billion times over (what YAML aliases build) is never expanded
+    shared: list = ["lol"] * 10
+    for _ in range(9):
+        shared = [shared] * 10
+    assert len(brief_repr(shared)) <= 200
+
+
+def test_many_errors_are_capped():
+    data = with_(MINIMAL, "over_sampling", {"kind": "radial", "sub_size_list": [0] * 2000})
+    data["over_sampling"]["radial_list"] = [1.0] * 1999
+    message = error_of(data)
+    assert "more keys with errors" in message and len(message) < 4000
+
+
+# ---------------------------------------------------------------------------------------- store
+@pytest.mark.parametrize("store", ["", "   ", "\t"])
+def test_empty_store_refused(store):
+    message = error_of(with_(MINIMAL, "output.store", store))
+    assert "output.store: the store location is empty" in message
+
+
+@pytest.mark.parametrize("store", [".", "./", "sub/..", "..", "/", "CONFIG_FOLDER", "~"])
+def test_store_in_the_config_folder_or_above_refused(tmp_path, monkeypatch, store):
+    folder = tmp_path / "home" / "project"
+    folder.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    store = str(folder) if store == "CONFIG_FOLDER" else store
+    path = write_yaml(folder / "survey.yaml", with_(MINIMAL, "output.store", store))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "output.store: the store resolves to" in message
+    assert "give it a folder of its own" in message
+
+
+def test_store_in_the_current_directory_refused(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    path = write_yaml(tmp_path / "configs" / "s.yaml", with_(MINIMAL, "output.store", str(work)))
+    with pytest.raises(ConfigError, match="resolves to the current directory"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("store", ["survey.zarr", "out/survey.zarr", "s3://bucket/s.zarr"])
+def test_store_of_its_own_accepted(tmp_path, store):
+    config = load_config(write_yaml(tmp_path / "s.yaml", with_(MINIMAL, "output.store", store)))
+    assert config.output.store == store
+
+
+def test_store_url_without_a_path_refused():
+    assert "store URL has no path" in error_of(with_(MINIMAL, "output.store", "s3://"))
+
+
+# ---------------------------------------------------------------------------------------- security
+def test_security_tls_for_the_local_cluster():
+    config = config_from_dict(with_(MINIMAL, "cluster", {"kind": "local", "security": "tls"}))
+    assert config.cluster.security == "tls"
+
+
+@pytest.mark.parametrize("kind", ["address", "slurm", "pbs"])
+def test_temporary_tls_refused_outside_the_local_cluster(kind):
+    cluster = {"kind": kind, "security": "tls"}
+    if kind == "address":
+        cluster["address"] = "tls://10.0.0.5:8786"
+    message = error_of(with_(MINIMAL, "cluster", cluster))
+    line = next(x for x in message.splitlines() if "cluster.security:" in x)
+    assert "only works for the embedded cluster (kind: local)" in line and "ca_file" in line
+
+
+def test_security_files_resolved_against_the_config_folder(tmp_path):
+    cluster = {
+        "kind": "address",
+        "address": "tls://10.0.0.5:8786",
+        "security": {"ca_file": "tls/ca.pem", "cert": "/etc/dask/cert.pem", "key": "tls/key.pem"},
+    }
+    config = load_config(write_yaml(tmp_path / "c" / "s.yaml", with_(MINIMAL, "cluster", cluster)))
+    security = config.cluster.security
+    assert isinstance(security, TlsFiles)
+    assert security.ca_file == (tmp_path / "c" / "tls" / "ca.pem").resolve()
+    assert security.cert == Path("/etc/dask/cert.pem")
+    assert security.key == (tmp_path / "c" / "tls" / "key.pem").resolve()
+    slurm = {"kind": "slurm", "security": {"ca_file": "ca.pem", "cert": "both.pem"}}
+    config = load_config(write_yaml(tmp_path / "c" / "j.yaml", with_(MINIMAL, "cluster", slurm)))
+    assert config.cluster.security.cert == (tmp_path / "c" / "both.pem").resolve()
+    assert config.cluster.security.key is None
+
+
+@pytest.mark.parametrize(
+    ("cluster", "words"),
+    [
+        ({"kind": "local", "security": {"ca_file": "a", "cert": "b"}}, "use security: tls"),
+        ({"kind": "local", "security": "ssl"}, "'none' or 'tls'"),
+        ({"kind": "slurm", "security": {"cert": "b"}}, "required key is missing"),
+        ({"kind": "slurm", "security": {"ca_file": "a", "cert": "b", "keyy": "c"}}, "unknown key"),
+        (
+            {"kind": "address", "address": "tcp://h:1", "security": {"ca_file": "a", "cert": "b"}},
+            "tls://host:port",
+        ),
+        ({"kind": "address", "address": "tls://h:1"}, "needs credentials"),
+    ],
+)
+def test_security_mistakes(cluster, words):
+    message = error_of(with_(MINIMAL, "cluster", cluster))
+    assert "cluster" in message and words in message, message
+
+
+# ---------------------------------------------------------------------------------------- YAML
+BASE_YAML = """\
+inputs: {kind: folders, root: lenses}
+pixel_scales: 0.1
+mask: {kind: circular, radius: 3.0}
+output: {store: survey.zarr}
+"""
+
+
+def _laughs(levels: int = 9, width: int = 10, name: str = "l") -> str:
+    """A "billion laughs" chain: &l0 holds `width` strings, each &lN holds `width` *l(N-1)."""
+    lines = [f"  - &{name}0 [" + ", ".join(["lol"] * width) + "]"]
+    for level in range(1, levels + 1):
+        refs = ", ".join([f"*{name}{level - 1}"] * width)
+        lines.append(f"  - &{name}{level} [{refs}]")
+    return "\n".join(lines)
+
+
+def _bomb_error(tmp_path, text: str) -> str:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return str(info.value)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("where", ["radius", "options", "unknown-key", "top"])
+def test_yaml_alias_bomb_refused_before_it_is_expanded(tmp_path, where):
+    """10**10 strings by reference: refused from the node graph, never built or printed."""
+    # anchors come before their aliases: the chain sits under `laughs`, an unknown key (the
+    # document is refused before validation could name it)
+    bomb = "laughs:\n" + _laughs() + "\n"
+    text = (
+        bomb
+        + {
+            "radius": BASE_YAML.replace("radius: 3.0", "radius: *l9"),
+            "options": BASE_YAML + "cluster:\n  kind: slurm\n  options: {x: *l9}\n",
+            "unknown-key": BASE_YAML + "extra: *l9\n",
+            "top": BASE_YAML,
+        }[where]
+    )
+    message = _bomb_error(tmp_path, text)
+    assert "bomb.yaml" in message
+    assert "YAML aliases that expand to more than 100000 values (limit 100000)" in message
+    assert len(message) < 500
+
+
+@pytest.mark.timeout(60)
+def test_too_many_aliases_refused(tmp_path):
+    refs = ", ".join(["*a"] * 101)
+    message = _bomb_error(tmp_path, BASE_YAML + f"x: &a 1\ny: [{refs}]\n")
+    assert "uses more than 100 YAML aliases (limit 100)" in message
+
+
+@pytest.mark.timeout(60)
+def test_recursive_alias_refused(tmp_path):
+    text = BASE_YAML + "cluster: {kind: slurm, options: &o {again: *o}}\n"
+    assert "recursive value" in _bomb_error(tmp_path, text)
+
+
+def test_a_few_aliases_are_fine(tmp_path):
+    text = BASE_YAML.replace("radius: 3.0", "radius: &r 3.0") + (
+        "over_sampling: {kind: radial, sub_size_list: [4, 2], radial_list: [*r]}\n"
+        "cluster: {kind: slurm, options: &opts {cores: 4, memory: 8GB}}\n"
+    )
+    path = tmp_path / "ok.yaml"
+    path.write_text(text)
+    config = load_config(path)
+    assert config.over_sampling.radial_list == [3.0]
+    assert config.cluster.options == {"cores": 4, "memory": "8GB"}
+
+
+@pytest.mark.timeout(30)
+def test_config_that_is_not_a_regular_file(tmp_path):
+    import os
+
+    fifo = tmp_path / "survey.yaml"
+    os.mkfifo(fifo)  # reading it would block for ever
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        load_config(fifo)
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        load_config("/dev/zero")
+
+
+def test_config_file_too_large(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text(BASE_YAML + "# " + "x" * (5 * 2**20) + "\n")
+    with pytest.raises(ConfigError, match="limit 4194304"):
+        load_config(path)
+
+
+def test_integer_too_long_for_python(tmp_path):
+    path = tmp_path / "digits.yaml"
+    path.write_text(BASE_YAML + "run: {retries: " + "9" * 5000 + "}\n")
+    with pytest.raises(ConfigError, match="has a value YAML cannot read") as info:
+        load_config(path)
+    assert len(str(info.value)) < 500

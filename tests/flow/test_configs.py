@@ -48,6 +48,9 @@ def test_demo():
     assert config.mask.kind == "circular" and config.mask.radius == 3.0
     assert isinstance(config.cluster, LocalClusterConfig) and config.cluster.n_workers == 2
     assert config.run.retries == 2
+    assert config.run.task_timeout == 3600
+    cluster = config.cluster
+    assert (cluster.dashboard, cluster.security, cluster.start_timeout) == (False, "none", 600)
     # every section is spelled out
     data_keys = {"inputs", "pixel_scales", "mask", "over_sampling", "sparse_operator"}
     assert data_keys | {"output", "cluster", "run"} <= set(config.model_fields_set)
@@ -96,6 +99,8 @@ def test_slurm():
     cluster = config.cluster
     assert isinstance(cluster, JobqueueCluster) and cluster.kind == "slurm"
     assert cluster.jobs == 10
+    assert cluster.start_timeout == 3600 and cluster.security == "none"
+    assert config.run.task_timeout == 3600
     assert cluster.options == {
         "cores": 16,
         "memory": "64GB",

@@ -93,3 +93,12 @@ def store_location(request, tmp_path) -> StoreLocation:
     if request.param == "memory":
         return StoreLocation("memory", zarr.storage.MemoryStore())
     return request.getfixturevalue("s3_location")
+
+
+@pytest.fixture(params=["local", "memory"])
+def quick_location(request, tmp_path) -> StoreLocation:
+    """A local directory or a ``zarr.storage.MemoryStore``: the stores without a server, for
+    the many small damage cases (S3 runs the representative ones)."""
+    if request.param == "local":
+        return StoreLocation("local", tmp_path / "survey.zarr")
+    return StoreLocation("memory", zarr.storage.MemoryStore())
