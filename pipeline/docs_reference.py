@@ -91,10 +91,6 @@ _NOTES: dict[str, str] = {
         "Keyword arguments of `dask_jobqueue.SLURMCluster` / `PBSCluster` (cores, memory, "
         "queue, walltime, account, ...). `lenspipe run --dry-run` prints the job script."
     ),
-    "LocalClusterConfig.dashboard": (
-        "Print the address of the Dask dashboard when the cluster starts (it is always served, on "
-        "a free port)."
-    ),
     "RunConfig.progress": "Progress bars (datasets, operator batches) on stderr.",
 }
 

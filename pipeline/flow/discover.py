@@ -20,7 +20,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline.exc import ConfigError, StoreError
-from pipeline.flow.config import Config, FileMask, FoldersInput, ManifestInput, MefInput
+from pipeline.flow.config import (
+    MAX_ARCSEC,
+    MAX_PIXEL_SCALE,
+    Config,
+    FileMask,
+    FoldersInput,
+    ManifestInput,
+    MefInput,
+    brief_repr,
+)
 from pipeline.io.store import validate_dataset_name
 
 __all__ = ["Discovery", "DatasetSpec", "FileRef", "discover", "not_a_regular_file"]
@@ -172,16 +181,23 @@ def _hdu(value: str | None) -> int | str:
     return int(value) if value.lstrip("-").isdigit() else value
 
 
-def _number(value: str | None, column: str, *, positive: bool = False) -> float | None:
+def _number(
+    value: str | None, column: str, *, positive: bool = False, limit: float = MAX_ARCSEC
+) -> float | None:
+    """A manifest cell as a number (``None`` if empty), finite, ``|x| <= limit`` (arcsec, the
+    config's own bounds), positive where asked; else ``ValueError`` naming the column."""
     if value is None or value.strip() == "":
         return None
     try:
         number = float(value)
     except ValueError:
-        raise ValueError(f"column {column!r} must be a number, got {value!r}") from None
-    if not math.isfinite(number) or (positive and number <= 0):
+        raise ValueError(f"column {column!r} must be a number, got {brief_repr(value)}") from None
+    if not math.isfinite(number) or (positive and number <= 0) or abs(number) > limit:
         kind = "a positive, finite" if positive else "a finite"
-        raise ValueError(f"column {column!r} must be {kind} number, got {value!r}")
+        raise ValueError(
+            f"column {column!r} must be {kind} number of at most {limit:g} in size, got "
+            f"{brief_repr(value)}"
+        )
     return number
 
 
@@ -221,7 +237,9 @@ def _from_manifest(config: Config, inputs: ManifestInput):
                 radius = _number(row.get("mask_radius"), "mask_radius", positive=True)
                 cy = _number(row.get("mask_centre_y"), "mask_centre_y")
                 cx = _number(row.get("mask_centre_x"), "mask_centre_x")
-                scale = _number(row.get("pixel_scale"), "pixel_scale", positive=True)
+                scale = _number(
+                    row.get("pixel_scale"), "pixel_scale", positive=True, limit=MAX_PIXEL_SCALE
+                )
             except ValueError as err:
                 yield (label, f"manifest '{path}' line {line}: {err}")
                 continue

@@ -1753,15 +1753,20 @@ class _Reader:
             self.nodes = _expected_nodes(self.attrs, self.keys, self.path)
             missing = [n for n in self.nodes if f"{self.path}/{n}/zarr.json" not in self.keys]
             if missing:
+                one = len(missing) == 1
                 self.fail(
-                    ", ".join(missing),
-                    f"{'node is' if len(missing) == 1 else 'nodes are'} missing, though its "
-                    f"status {self.status!r} promises {'it' if len(missing) == 1 else 'them'}",
+                    None,
+                    f"{'node' if one else 'nodes'} "
+                    f"{', '.join(f'{self.path}/{n}' for n in missing)} {'is' if one else 'are'} "
+                    f"missing, though its status {self.status!r} promises "
+                    f"{'it' if one else 'them'}",
                 )
 
-    def fail(self, node: str, why: str, err: BaseException | None = None):
-        where = f"{self.path}/{node}" if node else self.path
-        raise DamagedDatasetError(f"dataset {self.name!r}: {where}: {why}; {REPAIR}") from err
+    def fail(self, node: str | None, why: str, err: BaseException | None = None):
+        """Raise :class:`DamagedDatasetError` about ``node`` (``""``: the group, ``None``: no
+        single node)."""
+        where = "" if node is None else f"{self.path}/{node}: " if node else f"{self.path}: "
+        raise DamagedDatasetError(f"dataset {self.name!r}: {where}{why}; {REPAIR}") from err
 
     def has(self, node: str) -> bool:
         if self.keys is not None:

@@ -20,16 +20,19 @@ from pipeline.io.fits import write_fits_array, write_fits_hdus
 TINY = np.ones((4, 4))
 
 
-def make_config(tmp_path: Path, inputs: dict):
+def make_config(tmp_path: Path, inputs: dict, mask: dict | None = None):
     return config_from_dict(
         {
             "inputs": inputs,
             "pixel_scales": 0.1,
-            "mask": {"kind": "circular", "radius": 1.0},
+            "mask": mask or {"kind": "circular", "radius": 1.0},
             "output": {"store": "survey.zarr"},
         },
         base_dir=tmp_path,
     )
+
+
+FILE_MASK = {"kind": "file"}
 
 
 def make_lens(folder: Path, names=("data.fits", "noise_map.fits", "psf.fits")) -> None:
@@ -73,7 +76,7 @@ def test_folders_file_names_and_hdus(tmp_path):
         "noise_map_hdu": "RMS",
         "mask_hdu": 2,
     }
-    (spec,) = discover(make_config(tmp_path, inputs)).specs
+    (spec,) = discover(make_config(tmp_path, inputs, mask=FILE_MASK)).specs
     folder = tmp_path / "lenses" / "l1"
     assert spec.data == FileRef(os.fspath(folder / "img.fits"), 1)
     assert spec.noise_map == FileRef(os.fspath(folder / "rms.fits"), "RMS")
@@ -144,7 +147,8 @@ def test_manifest_optional_columns(tmp_path):
             "b,d.fits,,d.fits,,p.fits,,,,,,,",
         ],
     )
-    a, b = discover(make_config(tmp_path, {"kind": "manifest", "path": "m.csv"})).specs
+    config = make_config(tmp_path, {"kind": "manifest", "path": "m.csv"}, mask=FILE_MASK)
+    a, b = discover(config).specs
     assert a.data == FileRef(os.fspath(tmp_path / "d.fits"), 1)
     assert a.noise_map == FileRef(os.fspath(tmp_path / "d.fits"), "RMS")
     assert a.psf == FileRef(os.fspath(tmp_path / "p.fits"), "PSF")
@@ -197,7 +201,15 @@ def test_manifest_bad_number_is_a_problem_naming_the_line(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("column", "value"), [("mask_radius", "-1"), ("mask_radius", "nan"), ("pixel_scale", "0")]
+    ("column", "value"),
+    [
+        ("mask_radius", "-1"),
+        ("mask_radius", "nan"),
+        ("pixel_scale", "0"),
+        ("mask_radius", "1e300"),  # the config's bounds hold per row too
+        ("pixel_scale", "3601"),
+        ("mask_centre_y", "-1e6"),
+    ],
 )
 def test_manifest_non_positive_values_are_problems(tmp_path, column, value):
     write_csv(tmp_path / "m.csv", [f"name,data,noise_map,psf,{column}", f"a,d,n,p,{value}"])
@@ -276,7 +288,9 @@ def test_mef_one_spec_per_file_and_band(tmp_path):
     for stem in ("EUC_2", "EUC_1"):
         write_cutout(tmp_path / "cutouts" / f"{stem}.fits")
     (tmp_path / "cutouts" / "readme.txt").write_text("ignored by the pattern")
-    config = make_config(tmp_path, {"kind": "mef", "root": "cutouts", "bands": BANDS})
+    config = make_config(
+        tmp_path, {"kind": "mef", "root": "cutouts", "bands": BANDS}, mask=FILE_MASK
+    )
     found = discover(config)
     assert found.problems == []
     assert [s.name for s in found.specs] == ["EUC_1_VIS", "EUC_1_NIR_H", "EUC_2_VIS", "EUC_2_NIR_H"]
@@ -315,3 +329,41 @@ def test_mef_duplicate_names_are_problems(tmp_path):
     ((name, message),) = found.problems
     assert name == "a_VIS" and "duplicate" in message
     assert "a.fits" in message and "a.fit" in message
+
+
+# ---------------------------------------------------------------------------------------- files
+def test_an_unused_mask_column_is_dropped_and_never_examined(tmp_path):
+    """With a circular mask, the manifest's mask column is not part of the dataset: a FIFO there
+    is neither opened nor reported (opening it would block forever)."""
+    os.mkfifo(tmp_path / "m.fifo")
+    write_csv(tmp_path / "m.csv", ["name,data,noise_map,psf,mask", "a,d.fits,n.fits,p.fits,m.fifo"])
+    (spec,) = discover(make_config(tmp_path, {"kind": "manifest", "path": "m.csv"})).specs
+    assert spec.mask is None
+    assert [role for role, _ in spec.files()] == ["data", "noise_map", "psf"]
+
+
+@pytest.mark.parametrize(
+    ("target", "kind"),
+    [("fifo", "a FIFO (named pipe)"), ("/dev/zero", "a character device"), ("dir", "a folder")],
+)
+def test_inputs_that_are_not_regular_files_are_problems(tmp_path, target, kind):
+    make_lens(tmp_path / "lenses" / "good")
+    make_lens(tmp_path / "lenses" / "odd", ("data.fits", "psf.fits"))
+    noise = tmp_path / "lenses" / "odd" / "noise_map.fits"
+    if target == "fifo":
+        os.mkfifo(noise)
+    elif target == "dir":
+        noise.mkdir()
+    else:
+        noise.symlink_to(target)  # a link is followed: what it points to must be a regular file
+    found = discover(make_config(tmp_path, {"kind": "folders", "root": "lenses"}))
+    assert [s.name for s in found.specs] == ["good"]
+    ((name, message),) = found.problems
+    assert name == "odd"
+    assert f"noise_map '{noise}' is {kind}, not a regular file" in message
+
+
+def test_a_manifest_that_is_a_fifo_is_refused_without_opening_it(tmp_path):
+    os.mkfifo(tmp_path / "m.csv")
+    with pytest.raises(ConfigError, match="is a FIFO"):
+        discover(make_config(tmp_path, {"kind": "manifest", "path": "m.csv"}))

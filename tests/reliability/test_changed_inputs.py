@@ -96,7 +96,9 @@ def test_a_manifest_pointing_at_other_files_prepares_the_dataset_again(tmp_path,
         writer.writerows(rows)
     summary = run_survey(config, client=client, progress=False)
     assert (summary.changed_inputs, summary.complete, summary.skipped_complete) == (1, 1, 2)
-    sources = {s["role"]: s["path"] for s in dataset_attrs(config.store_location, "lens_00042")["sources"]}
+    sources = {
+        s["role"]: s["path"] for s in dataset_attrs(config.store_location, "lens_00042")["sources"]
+    }
     assert sources["psf"] == os.fspath(moved)
 
 

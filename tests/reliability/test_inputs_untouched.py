@@ -24,9 +24,7 @@ def tree_digest(folder: Path) -> dict[str, str]:
     for root, _, files in os.walk(folder):
         for name in files:
             path = Path(root) / name
-            out[os.fspath(path.relative_to(folder))] = hashlib.sha256(
-                path.read_bytes()
-            ).hexdigest()
+            out[os.fspath(path.relative_to(folder))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
 
 

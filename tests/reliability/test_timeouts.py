@@ -65,7 +65,9 @@ def test_fifo_and_dev_zero_inputs_fail_at_discovery_and_nothing_blocks(small_man
         row["mask"] = os.fspath(fifo)
 
     _rewrite(small_manifest, change)
-    config = write_config(tmp_path / "survey.yaml", small_manifest, tmp_path / "s.zarr", n_workers=1)
+    config = write_config(
+        tmp_path / "survey.yaml", small_manifest, tmp_path / "s.zarr", n_workers=1
+    )
     done = run_cli(config, timeout=180)
     assert done.returncode == 3, done.stdout + done.stderr
     assert "noise.fifo' is a FIFO (named pipe), not a regular file" in done.stdout
@@ -75,7 +77,9 @@ def test_fifo_and_dev_zero_inputs_fail_at_discovery_and_nothing_blocks(small_man
     assert read_lock(tmp_path / "s.zarr") is None
 
 
-def test_a_stopped_worker_is_replaced_after_the_task_timeout(busy_manifest, busy_reference, tmp_path):
+def test_a_stopped_worker_is_replaced_after_the_task_timeout(
+    busy_manifest, busy_reference, tmp_path
+):
     reference, n_batches = busy_reference
     store = tmp_path / "store.zarr"
     config = write_config(
