@@ -137,6 +137,8 @@ def _local_cluster(config: LocalClusterConfig):
             worker_dashboard_address=None,
             security=cluster_security(config),  # None: tcp://; Security.temporary(): tls://
             env=WORKER_ENVIRONMENT,
+            # workers ignore SIGINT: a Ctrl-C reaches them too, and the driver ends the run
+            preload=["pipeline.flow.worker"],
         )
 
 
