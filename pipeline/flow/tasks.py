@@ -506,7 +506,7 @@ def operator_shard_task(
         t1 = time.perf_counter()
         write_operator_batch(_root(store), name, batch_index, values)
         t2 = time.perf_counter()
-    except PipelineError as err:
+    except (PipelineError, OSError) as err:  # OSError: a full disk, a read-only store
         return TaskFailure(
             name, f"dataset {name!r}, operator batch {batch_index}: {err}", batch_index
         )

@@ -218,11 +218,21 @@ def test_bad_inputs_fail_alone_with_clear_messages(tmp_path, capsys):
     check_outcome(s, store, code, stdout, unsafe={"sub/dir", "../escape"})
     assert not (tmp_path / "escape").exists() and not (store / "datasets" / "sub").exists()
     # a rerun retries only the failed ones (inputs may have been fixed) and is partial again;
-    # complete datasets are skipped without reading their files
-    shutil.rmtree(tmp_path / "good_a")
+    # complete datasets are skipped: their input files are only stat'ed (same size and mtime)
     code, stdout, _ = _run(config, capsys)
     check_outcome(s, store, code, stdout, unsafe={"sub/dir", "../escape"})
     assert summary_counts(stdout)["skipped (already complete)"] == len(s.good) == 4
+    assert summary_counts(stdout)["changed inputs (prepared again)"] == 0
+    # inputs of a complete dataset deleted: its result no longer matches any input, so it is
+    # prepared again, which fails naming the missing file (never silently kept)
+    shutil.rmtree(tmp_path / "good_a")
+    code, stdout, _ = _run(config, capsys)
+    counts = summary_counts(stdout)
+    assert code == 3
+    assert counts["skipped (already complete)"] == 3
+    assert counts["changed inputs (prepared again)"] == 1
+    assert re.search(r"good_a: .*good_a/data\.fits", stdout), stdout
+    assert list_datasets(store)["good_a"] == "failed"
 
 
 def test_bad_mask_files_fail_alone(tmp_path, capsys):
