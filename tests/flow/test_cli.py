@@ -309,3 +309,42 @@ def test_demo(tmp_path, capsys):
         "lens_00000": "complete",
         "lens_00001": "complete",
     }
+
+
+def test_overwrite_one_dataset_by_name(tmp_path, capsys):
+    config = make_survey(tmp_path, n=2)
+    store = tmp_path / "survey.zarr"
+    assert cli(capsys, "run", config, "--no-progress")[0] == 0
+    tokens = {name: dataset_attrs(store, name)["token"] for name in ("lens_00001", "lens_00002")}
+    code, stdout, _ = cli(
+        capsys, "run", config, "--no-progress", "--overwrite-dataset", "lens_00002"
+    )
+    assert code == 0, stdout
+    assert skipped_count(stdout) == 1
+    assert dataset_attrs(store, "lens_00001")["token"] == tokens["lens_00001"]
+    assert dataset_attrs(store, "lens_00002")["token"] != tokens["lens_00002"]
+    assert list_datasets(store) == {"lens_00001": "complete", "lens_00002": "complete"}
+    # a name the config does not describe is a usage error, and nothing is touched
+    code, _, err = cli(capsys, "run", config, "--no-progress", "--overwrite-dataset", "lens_9")
+    assert code == 2 and "lens_9" in err and "--overwrite-dataset" in err
+
+
+def test_dry_run_on_a_store_of_a_newer_schema_is_refused(tmp_path, capsys):
+    """A store lenspipe cannot read is not "a new store": --dry-run refuses it as run does."""
+    config = make_survey(tmp_path, n=1)
+    assert cli(capsys, "run", config, "--no-progress")[0] == 0
+    meta = tmp_path / "survey.zarr" / "zarr.json"
+    document = json.loads(meta.read_text())
+    document["attributes"]["lenspipe"]["schema_version"] = 99
+    meta.write_text(json.dumps(document))
+    for extra in ((), ("--dry-run",)):
+        code, stdout, err = cli(capsys, "run", config, "--no-progress", *extra)
+        assert code == 2 and "schema_version 99" in err, (extra, stdout, err)
+        assert "new store" not in stdout
+
+
+def test_help_names_the_exit_codes(capsys):
+    code, out, _ = cli(capsys, "--help")
+    assert code == 0
+    for line in ("0    every dataset complete", "3    the run finished", "130  stopped by SIGINT"):
+        assert line in out
