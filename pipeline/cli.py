@@ -60,8 +60,11 @@ def validate(config_path: Path) -> None:
     from pipeline.flow.config import load_config
     from pipeline.flow.discover import discover
 
+    from pipeline.flow.run import check_store_location
+
     config = load_config(config_path)
     found = discover(config)
+    check_store_location(config, found)  # a store overlapping the inputs is an error here too
     click.echo(
         f"{config_path}: valid. {len(found.specs)} datasets found; store {config.store_location}"
     )

@@ -30,6 +30,7 @@ __all__ = [
     "InputFileError",
     "ConfigError",
     "ClusterError",
+    "RunInterrupted",
 ]
 
 
@@ -125,3 +126,16 @@ class ConfigError(PipelineError, ValueError):
 
 class ClusterError(PipelineError, ConnectionError):
     """The Dask cluster cannot be started or reached."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A stop signal (SIGINT, SIGTERM, SIGHUP) reached the driver before its tasks were
+    submitted; ``exit_code`` is 128 + the signal number. Not a :class:`PipelineError`: like
+    Ctrl-C's ``KeyboardInterrupt``, it must pass through ``except Exception``."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")

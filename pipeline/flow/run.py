@@ -43,7 +43,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pipeline.exc import ConfigError, StoreError
+from pipeline.exc import ConfigError, RunInterrupted, StoreError
 from pipeline.flow.config import Config
 from pipeline.flow.discover import DatasetSpec, Discovery, discover
 from pipeline.flow.tasks import (
@@ -76,7 +76,14 @@ from pipeline.io.store import (
     store_overlaps,
 )
 
-__all__ = ["RunPlan", "RunSummary", "check_store_location", "plan_run", "run_survey"]
+__all__ = [
+    "RunInterrupted",
+    "RunPlan",
+    "RunSummary",
+    "check_store_location",
+    "plan_run",
+    "run_survey",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -350,16 +357,6 @@ class _Progress:
         if self.bars:
             for bar in self.bars:
                 bar.close()
-
-
-class RunInterrupted(KeyboardInterrupt):
-    """A stop signal (SIGINT, SIGTERM, SIGHUP) reached the driver before its tasks were
-    submitted; ``exit_code`` is 128 + the signal number."""
-
-    def __init__(self, signum: int):
-        self.signum = signum
-        self.exit_code = 128 + signum
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
 
 
 class _StopSignals:

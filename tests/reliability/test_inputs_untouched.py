@@ -76,6 +76,8 @@ def test_a_store_overlapping_the_inputs_is_refused_and_no_byte_changes(
     code = main(["run", str(config), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2, err
+    assert main(["validate", str(config)]) == 2  # validate says so too, before any run
+    capsys.readouterr()
     assert err.startswith("error:") and all(word in err for word in words), err
     assert "Traceback" not in err
     after = tree_digest(project.parent)
