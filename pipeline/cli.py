@@ -59,7 +59,6 @@ def validate(config_path: Path) -> None:
     """Check a config file and list what it would process, without running anything."""
     from pipeline.flow.config import load_config
     from pipeline.flow.discover import discover
-
     from pipeline.flow.run import check_store_location
 
     config = load_config(config_path)

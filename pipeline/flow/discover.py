@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,9 +29,9 @@ from pipeline.flow.config import (
     MefInput,
     brief_repr,
 )
-from pipeline.io.store import validate_dataset_name
+from pipeline.io.store import not_a_regular_file, validate_dataset_name
 
-__all__ = ["Discovery", "DatasetSpec", "FileRef", "discover", "not_a_regular_file"]
+__all__ = ["Discovery", "DatasetSpec", "FileRef", "discover"]
 
 
 @dataclass(frozen=True)
@@ -123,30 +122,6 @@ def discover(config: Config) -> Discovery:
         seen[spec.name] = spec
         found.specs.append(spec)
     return found
-
-
-def not_a_regular_file(path: str | os.PathLike) -> str | None:
-    """Why ``path`` cannot be an input file (it exists but is a FIFO, a device, a socket or a
-    folder; symbolic links are followed), or ``None`` for a regular file or a missing one (a
-    missing file is reported by the task that reads it, naming its dataset). Never opens it:
-    opening a FIFO or reading ``/dev/zero`` would block a run forever."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return None
-    except OSError as err:
-        return f"cannot be examined ({err.strerror or err})"
-    if stat.S_ISREG(mode):
-        return None
-    kinds = (
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISFIFO, "a FIFO (named pipe)"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    )
-    kind = next((label for test, label in kinds if test(mode)), "not a regular file")
-    return f"is {kind}, not a regular file"
 
 
 def _first_irregular(spec: DatasetSpec) -> str | None:

@@ -104,6 +104,7 @@ __all__ = [
     "file_sha256",
     "finalize_dataset",
     "list_datasets",
+    "not_a_regular_file",
     "mark_failed",
     "open_imaging",
     "open_operator",
@@ -287,6 +288,20 @@ def _regular_stat(path: str | os.PathLike) -> os.stat_result:
             "give the path of the file itself"
         )
     return info
+
+
+def not_a_regular_file(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be an input file (it exists but is a FIFO, a device, a socket or a
+    folder; symbolic links are followed), or ``None`` for a regular file or a missing one (a
+    missing file is reported by the task that reads it, naming its dataset). Never opens it:
+    opening a FIFO or reading ``/dev/zero`` would block a run forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        return f"cannot be examined ({err.strerror or err})"
+    return None if stat.S_ISREG(mode) else f"is {_file_kind(mode)}, not a regular file"
 
 
 def _file_kind(mode: int) -> str:
