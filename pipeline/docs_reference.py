@@ -81,7 +81,6 @@ _NOTES: dict[str, str] = {
     "OperatorConfig.backend": (
         "numpy (BLAS, fastest on CPU), numba or jax; all agree to ~1e-15 of max |W|."
     ),
-    "OperatorConfig.dtype": "Stored precision; values are always computed in float64.",
     "OperatorConfig.codec": "lz4 (Blosc LZ4), zstd or none; see docs/store-schema.md.",
     "OutputConfig.storage_options": "Passed to fsspec (s3fs: endpoint_url, client_kwargs, ...).",
     "LocalClusterConfig.kind": "An embedded LocalCluster on this machine.",

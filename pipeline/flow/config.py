@@ -308,7 +308,12 @@ class OperatorConfig(_Model):
         "1048576 = 1 TiB). Default: a quarter of cluster.memory_limit for a local cluster with an "
         "explicit limit, else 512.",
     )
-    dtype: Literal["float64", "float32"] = "float64"
+    dtype: Literal["float64", "float32"] = Field(
+        "float64",
+        description="Stored operator values (always computed in float64). float32 needs noise "
+        "with about 1e-19 <= sigma <= 1e15 (normalised PSF), otherwise the dataset fails naming "
+        "the rescaling; see docs/operator.md, 'Range and float32 storage'.",
+    )
     codec: Literal["lz4", "zstd", "none"] = "lz4"
     level: Int = Field(1, ge=0, le=22, description="lz4 0-9, zstd 0-22")
     keep_bits: Int | None = Field(None, ge=1, le=52, description="Mantissa bits kept (lossy).")

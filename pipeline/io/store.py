@@ -83,6 +83,7 @@ from pipeline.operators import (
     ImagingSparseOperator,
     OperatorInputs,
     OperatorLayout,
+    inverse_variance_from,
     psf_weighted_data_from,
 )
 
@@ -185,8 +186,9 @@ class OperatorStorage:
     Parameters
     ----------
     dtype
-        ``"float64"`` or ``"float32"`` (values are always computed in float64; float32 storage has
-        a relative error <= 2**-24 per entry).
+        ``"float64"`` or ``"float32"`` (values are always computed in float64; float32 storage
+        keeps |stored - computed| <= 2**-24 * max(|computed|, 2**-126), else the batch is refused:
+        docs/operator.md, "Range and float32 storage").
     codec
         ``"lz4"`` (Blosc LZ4 with byte shuffle, the default: it keeps up with the operator
         kernels), ``"zstd"`` (plain Zstandard at ``level``) or ``"none"``. Measured on one core for a
@@ -199,8 +201,9 @@ class OperatorStorage:
         and costs ~40% in speed (the compressible part is the zero entries of masked neighbours).
     keep_bits
         If set, round each value's mantissa to this many bits before it is written
-        (``numcodecs.BitRound``): maximum relative error ``2**-(keep_bits + 1)``; float64 has 52
-        bits, float32 23. The rounded values compress much better.
+        (``numcodecs.BitRound``): error <= eps * max(|w|, tiny) with ``(eps, tiny) =
+        pipeline.operators.storage_error_bound(dtype, keep_bits)``; float64 has 52 bits, float32
+        23. The rounded values compress much better.
     """
 
     dtype: Literal["float64", "float32"] = "float64"
@@ -1938,7 +1941,11 @@ def _operator_from_reader(reader: _Reader, imaging: Imaging) -> ImagingSparseOpe
             "sparse_operator/values",
             f"shape {tuple(values.shape)}, expected {(layout.n_pixels, layout.n_offsets)}",
         )
-    inputs = OperatorInputs(layout, imaging.psf.kernel.native, _inverse_variance(imaging))
+    inputs = OperatorInputs(
+        layout,
+        imaging.psf.kernel.native,
+        inverse_variance_from(imaging.noise_map.native, np.asarray(imaging.mask)),
+    )
     pwd = psf_weighted_data_from(imaging.data.native, inputs)
     checked = _CheckedArray(
         values, imaging.name, reader.status == COMPLETE, chunks_checked=reader.values_checked
@@ -1992,14 +1999,6 @@ class _CheckedArray(zarr.Array):
                 f"{sorted(damaged)[:10]} ({first}); rerun the survey with run.verify: true "
                 "(`lenspipe run CONFIG --verify`) to recompute them"
             ) from err
-
-
-def _inverse_variance(imaging: Imaging) -> np.ndarray:
-    noise = imaging.noise_map.native
-    out = np.zeros_like(noise)
-    unmasked = ~np.asarray(imaging.mask)
-    out[unmasked] = 1.0 / noise[unmasked] ** 2
-    return out
 
 
 # ---------------------------------------------------------------------------------------- users
