@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,18 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
-    """sha256 of every file under ``folder`` (relative path -> hex digest)."""
+    """sha256 of every regular file under ``folder`` (relative path -> hex digest; anything
+    else, a FIFO say, is listed by kind and never opened)."""
     out = {}
     for root, _, files in os.walk(folder):
         for name in files:
             path = Path(root) / name
-            out[os.fspath(path.relative_to(folder))] = hashlib.sha256(path.read_bytes()).hexdigest()
+            key = os.fspath(path.relative_to(folder))
+            mode = path.lstat().st_mode
+            if not stat.S_ISREG(mode):
+                out[key] = f"not a regular file: {stat.filemode(mode)}"
+                continue
+            out[key] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
 
 
@@ -32,7 +39,8 @@ def tree_digest(folder: Path) -> dict[str, str]:
 def project(tmp_path_factory) -> Path:
     """project/survey.yaml beside project/datasets/<lens>/{data,noise_map,psf}.fits and an
     unrelated file."""
-    root = tmp_path_factory.mktemp("project")
+    # its own folder: the parent hashed below holds nothing of other tests
+    root = tmp_path_factory.mktemp("untouched") / "project"
     simulate_survey(root / "datasets", 2, seed=3, shape_range=(40, 40), psf_shapes=(5,))
     for extra in ("manifest.csv", "survey.yaml"):  # the simulator's own: not part of this layout
         (root / "datasets" / extra).unlink()
