@@ -11,7 +11,10 @@ scheduler refuses any client or worker without them (other users of a shared mac
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +25,8 @@ import dask
 from pipeline.exc import ClusterError, ConfigError
 from pipeline.flow.config import AddressCluster, JobqueueCluster, LocalClusterConfig, TlsFiles
 from pipeline.flow.tasks import WORKER_DASK_CONFIG, WORKER_ENVIRONMENT
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["cluster_client", "cluster_security", "job_script", "default_n_workers"]
 
@@ -190,4 +195,28 @@ def cluster_client(
         finally:
             client.close()
     finally:
-        cluster.close()
+        _close(cluster)
+
+
+# seconds a cluster may take to close before its worker processes are killed
+CLOSE_TIMEOUT = 20.0
+
+
+def _close(cluster) -> None:
+    """Close a cluster we started, in bounded time. A nanny restarting a worker that dies at
+    once (a ``memory_limit`` below what a worker needs) never finishes closing: after
+    :data:`CLOSE_TIMEOUT` seconds its worker processes are killed (by pid) instead."""
+    try:
+        cluster.close(timeout=CLOSE_TIMEOUT)
+        return
+    except Exception as err:  # noqa: BLE001 - TimeoutError, or a close that failed half-way
+        logger.warning(
+            "the Dask cluster did not close within %g s (%s): killing its worker processes",
+            CLOSE_TIMEOUT,
+            err,
+        )
+    for nanny in list(getattr(cluster, "workers", {}).values()):
+        pid = getattr(nanny, "pid", None)  # its worker process (None: not running)
+        if pid:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
