@@ -1,0 +1,172 @@
+"""The layering of DESIGN §2, checked: imports flow downward only (exc <- operators <- imaging <-
+io <- flow <- plots, cli), with one written exception (the dataset model's ``from_fits`` /
+``output_to_fits`` reach ``pipeline.io.fits`` at call time), and importing the numerical core
+loads no storage or cluster library."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
+
+# lower rank = lower layer; a module imports (at module level) only from its own rank or below
+RANKS = {
+    "pipeline.exc": 0,
+    "pipeline.operators": 1,
+    "pipeline.imaging": 2,
+    "pipeline.io": 3,
+    "pipeline.flow": 4,
+    "pipeline.plots": 5,
+    "pipeline.docs_reference": 5,
+    "pipeline.cli": 6,
+}
+# the one written exception: FITS I/O for the dataset model, loaded when called
+CALL_TIME_EXCEPTIONS = {("pipeline.imaging", "pipeline.io.fits")}
+FIT_FUNCTIONS = {"from_fits", "output_to_fits"}
+HEAVY = ("zarr", "fsspec", "numcodecs", "dask", "distributed")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def rank(name: str) -> int | None:
+    for prefix, value in sorted(RANKS.items(), key=lambda item: -len(item[0])):
+        if name == prefix or name.startswith(prefix + "."):
+            return value
+    return None
+
+
+def layer(name: str) -> str | None:
+    return next((p for p in RANKS if name == p or name.startswith(p + ".")), None)
+
+
+def imported(node: ast.AST, module: str) -> list[str]:
+    """The pipeline modules an import statement names (relative imports resolved)."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names if a.name.split(".")[0] == "pipeline"]
+    if isinstance(node, ast.ImportFrom):
+        base = node.module or ""
+        if node.level:
+            package = module.split(".")[: -node.level] if node.level else []
+            base = ".".join([*package, base] if base else package)
+        return [base] if base.split(".")[0] == "pipeline" else []
+    return []
+
+
+def is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def module_level_imports(tree: ast.Module) -> list[ast.AST]:
+    """Import statements run when the module is imported (not inside functions or classes'
+    methods, not under ``if TYPE_CHECKING``)."""
+    found, stack = [], list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found.append(node)
+        elif isinstance(node, ast.If) and not is_type_checking(node):
+            stack += node.body + node.orelse
+        elif isinstance(node, ast.Try):
+            stack += node.body + node.orelse + node.finalbody
+            for handler in node.handlers:
+                stack += handler.body
+        elif isinstance(node, ast.ClassDef):
+            stack += [n for n in node.body if not isinstance(n, ast.FunctionDef)]
+    return found
+
+
+def sources() -> list[tuple[str, ast.Module]]:
+    return [
+        (module_name(path), ast.parse(path.read_text(), filename=str(path)))
+        for path in sorted(PACKAGE.rglob("*.py"))
+    ]
+
+
+def test_every_module_has_a_layer():
+    unplaced = [name for name, _ in sources() if name != "pipeline" and rank(name) is None]
+    assert unplaced == []
+
+
+def test_module_level_imports_flow_downward():
+    upward = []
+    for name, tree in sources():
+        own = rank(name)
+        for node in module_level_imports(tree):
+            for target in imported(node, name):
+                if target == "pipeline":  # the lazy front door: never from inside
+                    upward.append(f"{name} imports the package root")
+                    continue
+                theirs = rank(target)
+                if own is None or theirs is None or theirs > own:
+                    upward.append(f"{name} (line {node.lineno}) imports {target}")
+    assert upward == []
+
+
+def test_call_time_imports_upward_are_only_the_fits_delegations():
+    found = []
+    for name, tree in sources():
+        own = rank(name)
+        if own is None or own > RANKS["pipeline.imaging"]:
+            continue
+        for function in ast.walk(tree):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(function):
+                for target in imported(node, name):
+                    if rank(target) is not None and rank(target) > own:
+                        allowed = (layer(name), target) in CALL_TIME_EXCEPTIONS
+                        if not (allowed and function.name in FIT_FUNCTIONS):
+                            found.append(f"{name}.{function.name} imports {target}")
+    assert found == []
+    # and the exception is real: the dataset model does delegate to pipeline.io.fits
+    text = (PACKAGE / "imaging" / "dataset.py").read_text()
+    assert "from pipeline.io.fits import" in text
+
+
+@pytest.mark.parametrize(
+    "modules", ["pipeline", "pipeline.imaging", "pipeline.operators", "pipeline.exc"]
+)
+def test_the_numerical_core_loads_no_storage_or_cluster_library(modules):
+    code = (
+        f"import sys, {modules}\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_the_front_door_still_serves_every_public_name():
+    code = (
+        "import sys, pipeline as lp\n"
+        "names = [n for n in lp.__all__ if n != '__version__']\n"
+        "assert all(getattr(lp, n) is not None for n in names)\n"
+        "assert lp.Imaging.__module__ == 'pipeline.imaging.dataset'\n"
+        "assert lp.open_imaging.__module__.startswith('pipeline.io.store')\n"
+        "print(lp.__version__, 'zarr' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    from importlib.metadata import version
+
+    assert done.stdout.split() == [version("lenspipe"), "True"]
+
+
+def test_every_public_name_has_one_home():
+    import pipeline
+
+    lazy = set(pipeline._HOMES) | {"exc", "__version__"}
+    assert set(pipeline.__all__) == lazy
