@@ -236,7 +236,7 @@ class Imaging:
         noise_covariance_matrix: np.ndarray | None = _UNSET,
         over_sample_size_lp: Any = _UNSET,
         over_sample_size_pixelization: Any = _UNSET,
-        check_noise_map: bool = False,
+        check_noise_map: bool = _UNSET,
         sparse_operator: Any = None,
     ) -> Imaging:
         def pick(value, current):
@@ -253,7 +253,8 @@ class Imaging:
                 over_sample_size_pixelization, self.over_sample_size_pixelization
             ),
             use_normalized_psf=self.use_normalized_psf,
-            check_noise_map=check_noise_map,
+            # kept unless changed: every apply_* used to drop it, so stores recorded false
+            check_noise_map=pick(check_noise_map, self.check_noise_map),
             sparse_operator=sparse_operator,
             name=self.name,
         )

@@ -252,3 +252,22 @@ def test_normalising_is_idempotent_bit_for_bit():
     for _ in range(3):
         ds = ds.apply_over_sampling(2).apply_noise_scaling(_mask(), noise_value=5.0)
     np.testing.assert_array_equal(ds.psf.kernel.native, psf.kernel.native)
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_every_apply_keeps_check_noise_map(check, tmp_path):
+    """Regression (issue 12): ``_replace`` defaulted ``check_noise_map`` to False, so every
+    ``apply_*`` dropped it and every stored dataset recorded ``check_noise_map: false``."""
+    from pipeline.io.store import dataset_attrs, open_imaging, write_imaging
+
+    ds = _dataset(check_noise_map=check).apply_mask(_mask())
+    steps = {
+        "apply_over_sampling": ds.apply_over_sampling(over_sample_size_lp=2),
+        "apply_noise_scaling": ds.apply_noise_scaling(~np.asarray(ds.mask), noise_value=10.0),
+        "apply_sparse_operator": ds.apply_sparse_operator(backend="numpy"),
+        "trimmed_after_convolution_from": ds.trimmed_after_convolution_from((3, 3)),
+    }
+    assert {name: new.check_noise_map for name, new in steps.items()} == dict.fromkeys(steps, check)
+    write_imaging(tmp_path / "s.zarr", "d", steps["apply_sparse_operator"])
+    assert dataset_attrs(tmp_path / "s.zarr", "d")["check_noise_map"] is check
+    assert open_imaging(tmp_path / "s.zarr", "d").check_noise_map is check
