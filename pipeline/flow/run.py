@@ -659,9 +659,9 @@ class _Driver:
         self.summary.cpu_seconds += result.cpu_seconds
         self.summary.prepare_seconds += result.load_seconds
         self.summary.write_seconds += result.write_seconds
-        self.timings[name] = {
-            "prepare_seconds": result.wall_seconds - (first.wall_seconds if first else 0.0)
-        }
+        # the same meaning as the task's own record: loading and preparing (not the group write,
+        # which the summary counts under store writes); finalize writes this over it
+        self.timings[name] = {"prepare_seconds": result.load_seconds}
         if first is not None:
             self.summary.cpu_seconds -= first.cpu_seconds  # counted once, as a shard
             self.progress.add_batches(1)

@@ -20,7 +20,13 @@ from pipeline.flow.discover import discover
 from pipeline.flow.run import run_survey
 from pipeline.flow.simulate import simulate_survey
 from pipeline.flow.tasks import PrepareSettings, prepare_imaging
-from pipeline.io.store import batches_done, list_datasets, open_imaging, open_store
+from pipeline.io.store import (
+    batches_done,
+    dataset_attrs,
+    list_datasets,
+    open_imaging,
+    open_store,
+)
 
 N_LENSES = 4
 BATCH = 700  # several batches per dataset (balanced: rows <= BATCH)
@@ -182,3 +188,16 @@ def test_dask_scheduler_and_worker_processes(tmp_path):
             process.terminate()
         for process in [*workers, scheduler]:
             process.wait(timeout=30)
+
+
+def test_prepare_seconds_means_the_same_in_the_task_and_after_finalize(tmp_path, local_client):
+    """Regression (issue 12): the driver recorded load + group write as ``prepare_seconds`` at
+    finalize, over the task's load time, so the survey plot mixed the two meanings."""
+    config = load_config(
+        simulate_survey(tmp_path, 1, seed=45, shape_range=(40, 40), psf_shapes=(5,), batch_size=100)
+    )
+    summary = run_survey(config, client=local_client, progress=False)
+    assert summary.exit_code == 0 and summary.shards_computed > 1  # finalized by the driver
+    timings = dataset_attrs(config.store_location, "lens_00045")["timings"]
+    assert timings["prepare_seconds"] == summary.prepare_seconds  # the task's load time
+    assert summary.write_seconds > 0
