@@ -23,30 +23,6 @@ try:
 except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
-# public name -> the module that defines it
-_HOMES = {
-    **dict.fromkeys(
-        (
-            "Array2D",
-            "Convolver",
-            "FitImaging",
-            "Grid2D",
-            "GridsDataset",
-            "Imaging",
-            "Mask2D",
-            "OverSampler",
-            "SimulatorImaging",
-            "over_sample_size_via_adapt_from",
-            "over_sample_size_via_radial_bins_from",
-            "over_sample_size_via_snr_from",
-        ),
-        "pipeline.imaging",
-    ),
-    **dict.fromkeys(
-        ("list_datasets", "open_imaging", "open_operator", "write_imaging"), "pipeline.io.store"
-    ),
-}
-
 __all__ = [
     "Array2D",
     "Convolver",
@@ -67,6 +43,14 @@ __all__ = [
     "over_sample_size_via_snr_from",
     "write_imaging",
 ]
+
+# public name -> the module that defines it (all of __all__ but these and exc, __version__)
+_STORE_NAMES = frozenset({"list_datasets", "open_imaging", "open_operator", "write_imaging"})
+_HOMES = {
+    name: "pipeline.io.store" if name in _STORE_NAMES else "pipeline.imaging"
+    for name in __all__
+    if name not in ("exc", "__version__")
+}
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads them
     from pipeline import exc

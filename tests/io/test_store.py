@@ -67,6 +67,7 @@ from pipeline.io.store import (
     write_imaging,
     write_operator_batch,
 )
+from tests.reliability.test_integrity import KINDS
 
 SHAPE = (24, 28)
 SCALES = (0.1, 0.12)
@@ -650,18 +651,7 @@ def _complete(loc, imaging, name="lens"):
     write_imaging(loc.location, name, imaging, batch_size=BATCH, **_kw(loc))
 
 
-ARRAYS = (
-    "data",
-    "noise_map",
-    "mask",
-    "psf",
-    "over_sample_size_lp",
-    "over_sample_size_pixelization",
-    "grid",
-    "sparse_operator/values",
-    "sparse_operator/offsets",
-    "sparse_operator/batches_done",
-)
+ARRAYS = KINDS  # every array a complete dataset with an operator stores
 
 
 def test_every_array_has_a_checksum_and_every_chunk_is_stored(store_location, imaging):
