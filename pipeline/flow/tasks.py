@@ -56,7 +56,7 @@ from pipeline.io.store import (
     prepared_attributes,
     write_dataset_arrays,
 )
-from pipeline.operators.layout import balanced_batch_rows
+from pipeline.operators.batching import BatchGeometry
 
 __all__ = [
     "AutoBatchSize",
@@ -353,7 +353,7 @@ def prepare_task(
     """Task: prepare one dataset and write it to its own group, which it (re)creates.
 
     With ``batch_size`` (most rows per batch, or :class:`AutoBatchSize`) also the empty operator
-    arrays, in batches balanced by :func:`~pipeline.operators.balanced_batch_rows`; with a
+    arrays, in batches balanced by :meth:`~pipeline.operators.BatchGeometry.balanced`; with a
     ``backend`` also operator batch 0, computed from the inputs in memory. Everything is written
     in one call into Zarr (:func:`~pipeline.io.store.write_dataset_arrays`), the group's
     attributes last: status ``prepared``, or ``complete`` if nothing is left to compute. Bad input
@@ -372,7 +372,7 @@ def prepare_task(
             batch_size = batch_size.rows(imaging.psf.shape_native, imaging.shape_slim)
         if batch_size:
             # evenly sized batches, none mostly padding: the store records these rows
-            batch_size = balanced_batch_rows(imaging.shape_slim, batch_size)
+            batch_size = BatchGeometry.balanced(imaging.shape_slim, batch_size).batch_size
     except (PipelineError, OSError) as err:
         return _failure(spec.name, err)
     load_seconds = time.perf_counter() - wall

@@ -389,9 +389,10 @@ class Convolver:
             raise ArrayError(
                 f"image has shape {values.shape}, the mask has {mask.pixels_in_mask} pixels"
             )
-        bmask = blurring_image.mask if isinstance(blurring_image, Array2D) else None
-        frame_mask, bmask = _frame(mask, self.shape_native, bmask, blurring_image is not None)
+        given = blurring_image.mask if isinstance(blurring_image, Array2D) else None
+        frame_mask, bmask = _frame(mask, self.shape_native, given, blurring_image is not None)
         if blurring_image is not None:
+            assert bmask is not None  # _frame derives one whenever a blurring image is given
             blur = np.asarray(blurring_image, dtype=np.float64)
             if blur.shape != (int((~bmask).sum()),):
                 raise ArrayError(f"blurring_image of shape {blur.shape} does not fit its mask")
@@ -437,6 +438,7 @@ class Convolver:
         )
         values = mapping_matrix
         if blurring_mapping_matrix is not None:
+            assert bmask is not None  # _frame derives one whenever a blurring matrix is given
             n_blur = int((~bmask).sum())
             if blurring_mapping_matrix.shape != (n_blur, mapping_matrix.shape[1]):
                 raise ArrayError(

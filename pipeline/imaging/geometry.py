@@ -17,14 +17,15 @@ from pipeline.exc import MaskError
 __all__ = ["as_pixel_scales", "as_pair", "pixel_centre_coordinates", "scaled_coordinates_of"]
 
 
-def as_pixel_scales(pixel_scales: float | tuple[float, float]) -> tuple[float, float]:
-    """Return ``(sy, sx)`` in arcsec per pixel from a number or a pair; both must be > 0 and finite."""
+def as_pixel_scales(pixel_scales: object) -> tuple[float, float]:
+    """Return ``(sy, sx)`` in arcsec per pixel from a number or a pair; both must be > 0 and finite
+    (anything else, ``None`` included, raises :class:`MaskError`)."""
     if isinstance(pixel_scales, numbers.Real) and not isinstance(pixel_scales, bool):
         pair = (float(pixel_scales), float(pixel_scales))
     else:
         try:
             sy, sx = pixel_scales  # type: ignore[misc]
-            pair = (float(sy), float(sx))
+            pair = (float(sy), float(sx))  # type: ignore[has-type]
         except (TypeError, ValueError):
             raise MaskError(
                 f"pixel_scales must be a positive number or a (y, x) pair in arcsec, got {pixel_scales!r}"

@@ -3,13 +3,9 @@
 Pure computation: arrays in, arrays out. Backends (numba, JAX) are imported on first use.
 """
 
+from pipeline.operators.batching import BatchGeometry
 from pipeline.operators.inputs import OperatorInputs
-from pipeline.operators.layout import (
-    OperatorLayout,
-    balanced_batch_rows,
-    n_offsets_for_kernel,
-    offsets_for_kernel,
-)
+from pipeline.operators.layout import OperatorLayout, n_offsets_for_kernel, offsets_for_kernel
 from pipeline.operators.precision import (
     inverse_variance_from,
     storage_error_bound,
@@ -20,10 +16,10 @@ from pipeline.operators.sparse_operator import ImagingSparseOperator, psf_weight
 
 __all__ = [
     "BACKENDS",
+    "BatchGeometry",
     "ImagingSparseOperator",
     "OperatorInputs",
     "OperatorLayout",
-    "balanced_batch_rows",
     "compute_rows",
     "compute_values",
     "inverse_variance_from",

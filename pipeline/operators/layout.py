@@ -20,7 +20,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from pipeline.exc import OperatorError
 
-__all__ = ["OperatorLayout", "balanced_batch_rows", "offsets_for_kernel", "n_offsets_for_kernel"]
+__all__ = ["OperatorLayout", "offsets_for_kernel", "n_offsets_for_kernel"]
 
 
 def offsets_for_kernel(kernel_shape: tuple[int, int]) -> np.ndarray:
@@ -38,24 +38,6 @@ def n_offsets_for_kernel(kernel_shape: tuple[int, int]) -> int:
     """``((2 ky - 1)(2 kx - 1) + 1) / 2``."""
     ky, kx = kernel_shape
     return ((2 * ky - 1) * (2 * kx - 1) + 1) // 2
-
-
-def balanced_batch_rows(n_pixels: int, batch_size: int) -> int:
-    """Rows per batch when ``n_pixels`` rows are split into ``ceil(n_pixels / batch_size)``
-    batches of (nearly) equal size: ``ceil(n_pixels / n_batches)``, never more than
-    ``batch_size``.
-
-    Same number of tasks as plain ``batch_size`` rows, but tasks are evenly sized and the last
-    stored chunk is never mostly padding: Zarr encodes an edge chunk at full chunk size, so 2049
-    rows in chunks of 2048 compress 4096 rows; balanced, 2 chunks of 1025 (padding is always
-    fewer rows than there are batches).
-    """
-    if batch_size < 1:
-        raise OperatorError(f"batch_size must be >= 1, got {batch_size}")
-    if n_pixels < 1:
-        return 1
-    n_batches = -(-int(n_pixels) // int(batch_size))
-    return -(-int(n_pixels) // n_batches)
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,17 +116,9 @@ class OperatorLayout:
 
     def valid(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """``(stop - start, n_offsets)`` bool: True where ``native(i) + offsets[o]`` is an
-        unmasked pixel (1 byte per entry: cheap enough for every shard)."""
+        unmasked pixel (1 byte per entry: cheap enough for every batch)."""
         stop = self.n_pixels if stop is None else stop
         return self._band_windows(self._padded_unmasked, start, stop)
-
-    def batches(self, batch_size: int) -> list[tuple[int, int]]:
-        """Row ranges ``[start, stop)`` of ``ceil(N / batch_size)`` batches."""
-        if batch_size < 1:
-            raise OperatorError(f"batch_size must be >= 1, got {batch_size}")
-        return [
-            (s, min(s + batch_size, self.n_pixels)) for s in range(0, self.n_pixels, batch_size)
-        ]
 
     # ------------------------------------------------------------------ conversions
     def to_scipy_sparse(self, values: np.ndarray) -> sp.csr_matrix:

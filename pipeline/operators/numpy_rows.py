@@ -44,9 +44,9 @@ def _band_matrices_cached(kernel_bytes: bytes, shape: tuple[int, int]) -> tuple[
         for a in range(dy, ky):
             second = np.where(inside, kernel[a - dy][np.clip(shifted, 0, kx - 1)], 0.0)
             g[a - dy] = kernel[a][:, None] * second
-        g = g.reshape((ky - dy) * kx, dxs.size)
-        g.flags.writeable = False
-        out.append(g)
+        factors = g.reshape((ky - dy) * kx, dxs.size)
+        factors.flags.writeable = False
+        out.append(factors)
     return tuple(out)
 
 

@@ -1,10 +1,11 @@
-"""One entry point for the shard unit: rows ``[start, stop)`` of W with a chosen backend."""
+"""One entry point for the batch unit: rows ``[start, stop)`` of W with a chosen backend."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from pipeline.exc import OperatorError
+from pipeline.operators.batching import BatchGeometry
 from pipeline.operators.inputs import OperatorInputs
 from pipeline.operators.precision import storage_values_from
 
@@ -64,7 +65,7 @@ def compute_values(
     """All rows, computed batch by batch (``batch_size`` rows at a time, bounding temporaries)."""
     layout = inputs.layout
     out = np.empty((layout.n_pixels, layout.n_offsets), dtype=np.dtype(dtype))
-    for start, stop in layout.batches(batch_size):
+    for start, stop in BatchGeometry(layout.n_pixels, batch_size):
         block = out[start:stop]
         rows = compute_rows(
             inputs, start, stop, backend, dtype=dtype, batch_size=batch_size, out=block

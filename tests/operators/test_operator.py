@@ -1,4 +1,4 @@
-"""The sparse operator W = H^T N^-1 H against dense brute force, across backends and shardings."""
+"""The sparse operator W = H^T N^-1 H against dense brute force, across backends and batchings."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pipeline import Array2D, Convolver, Imaging, Mask2D
 from pipeline.exc import OperatorError
 from pipeline.operators import (
     BACKENDS,
+    BatchGeometry,
     ImagingSparseOperator,
     OperatorInputs,
-    balanced_batch_rows,
     compute_rows,
     n_offsets_for_kernel,
     offsets_for_kernel,
@@ -108,31 +108,16 @@ def test_every_backend_equals_brute_force(case, backend):
         )
 
 
-def test_balanced_batch_rows_against_every_split():
-    for n_pixels in range(1, 120):
-        for batch_size in range(1, 130):
-            rows = balanced_batch_rows(n_pixels, batch_size)
-            n_batches = -(-n_pixels // batch_size)
-            # brute force: the fewest uniform rows that still give ceil(N / batch_size) batches
-            fewest = min(r for r in range(1, batch_size + 1) if -(-n_pixels // r) == n_batches)
-            assert rows == fewest <= batch_size
-            assert -(-n_pixels // rows) == n_batches
-            assert n_batches * rows - n_pixels < n_batches  # padding: less than a row per batch
-    assert balanced_batch_rows(4097, 2048) == 1366
-    with pytest.raises(OperatorError, match="batch_size must be >= 1"):
-        balanced_batch_rows(10, 0)
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("batch_size", [1, 7, 13, 10_000])
-def test_sharding_invariance(case, backend, batch_size):
+def test_batching_invariance(case, backend, batch_size):
     _, _, _, inputs, _ = case
     n = inputs.layout.n_pixels
     full = compute_rows(inputs, 0, n, "numpy")
     # batches start and stop mid image row; each is computed on its own
     parts = [
         compute_rows(inputs, s, e, backend, batch_size=batch_size)
-        for s, e in inputs.layout.batches(batch_size)
+        for s, e in BatchGeometry(n, batch_size)
     ]
     np.testing.assert_allclose(np.concatenate(parts), full, rtol=0, atol=1e-12 * np.abs(full).max())
     if backend == "numba":  # per-element sums: identical bits whatever the batch
