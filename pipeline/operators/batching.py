@@ -22,6 +22,7 @@ __all__ = [
     "BatchGeometry",
     "operator_batch_rows",
     "operator_row_bytes",
+    "task_memory_budget",
 ]
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
@@ -114,3 +115,15 @@ def operator_batch_rows(kernel_shape: tuple[int, int], n_pixels: int, budget_byt
     rows = int(budget_bytes) // operator_row_bytes(kernel_shape)
     rows = min(max(rows, MIN_BATCH_ROWS), MAX_BATCH_ROWS)
     return max(1, min(rows, int(n_pixels)))
+
+
+def task_memory_budget(budget_mb: float | None, worker_memory_bytes: int | None) -> int:
+    """Bytes one operator task may use (``batch_size: auto``): ``budget_mb`` MiB when given,
+    else a quarter of the worker's memory limit when that is known and positive (a worker also
+    holds ~150-250 MB of libraries, and Dask's nanny kills it at 95% of the limit), else
+    :data:`DEFAULT_MEMORY_BUDGET` (512 MiB)."""
+    if budget_mb is not None:
+        return int(budget_mb * 2**20)
+    if worker_memory_bytes is not None and worker_memory_bytes > 0:
+        return int(worker_memory_bytes) // 4
+    return DEFAULT_MEMORY_BUDGET

@@ -7,11 +7,13 @@ import pytest
 
 from pipeline.exc import OperatorError
 from pipeline.operators.batching import (
+    DEFAULT_MEMORY_BUDGET,
     MAX_BATCH_ROWS,
     MIN_BATCH_ROWS,
     BatchGeometry,
     operator_batch_rows,
     operator_row_bytes,
+    task_memory_budget,
 )
 
 
@@ -75,3 +77,11 @@ def test_for_memory_is_balanced_within_the_budget():
             most = operator_batch_rows((21, 21), n_pixels, budget)
             assert geometry == BatchGeometry.balanced(n_pixels, most)
             assert geometry.batch_size <= most
+
+
+def test_task_memory_budget():
+    assert task_memory_budget(100, 8 * 2**30) == 100 * 2**20  # explicit budget wins
+    assert task_memory_budget(0.5, None) == 2**19
+    assert task_memory_budget(None, 8 * 2**30) == 2 * 2**30  # a quarter of the worker
+    assert task_memory_budget(None, 0) == task_memory_budget(None, None) == DEFAULT_MEMORY_BUDGET
+    assert DEFAULT_MEMORY_BUDGET == 512 * 2**20
