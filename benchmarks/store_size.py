@@ -42,7 +42,6 @@ import numpy as np
 import zarr
 
 from pipeline import Mask2D
-from pipeline.imaging.simulator import simulate_lens
 from pipeline.io.store import (
     OperatorStorage,
     create_store,
@@ -50,6 +49,7 @@ from pipeline.io.store import (
     prepare_dataset,
     write_operator_batch,
 )
+from pipeline.mock import simulate_lens
 
 SHAPE, SCALE, RADIUS = (140, 140), 0.1, 6.5
 BATCH = 1024

@@ -22,6 +22,11 @@ __all__ = [
     "FitsWriteError",
     "OperatorError",
     "StoreError",
+    "StoreNotFoundError",
+    "NotAStoreError",
+    "StoreLockedError",
+    "InvalidDatasetNameError",
+    "DatasetExistsError",
     "DatasetNotFoundError",
     "DatasetNotCompleteError",
     "DamagedDatasetError",
@@ -31,6 +36,8 @@ __all__ = [
     "ConfigError",
     "ClusterError",
     "RunInterrupted",
+    "LenspipeWarning",
+    "MaskPaddedWarning",
 ]
 
 
@@ -90,6 +97,27 @@ class StoreError(PipelineError, OSError):
         return str(self.args[0]) if len(self.args) == 1 else super().__str__()
 
 
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    """No Zarr store at the location (nothing to open for reading): a run would create one."""
+
+
+class NotAStoreError(StoreError):
+    """The location holds a Zarr group, but not a lenspipe store (no ``lenspipe`` attribute)."""
+
+
+class StoreLockedError(StoreError):
+    """Another run holds the store's run lock (or took it at the same time, or took it over from
+    this run): the message names the other run, its host and pid."""
+
+
+class InvalidDatasetNameError(StoreError, ValueError):
+    """A dataset name is not a safe store key (characters, length, a reserved name)."""
+
+
+class DatasetExistsError(StoreError):
+    """A dataset of that name is already in the store and overwriting it was not asked for."""
+
+
 class DatasetNotFoundError(StoreError, KeyError):
     """No dataset of that name in the store (nothing at all at its path)."""
 
@@ -139,3 +167,12 @@ class RunInterrupted(KeyboardInterrupt):
         self.signum = signum
         self.exit_code = 128 + signum
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+class LenspipeWarning(UserWarning):
+    """Base class of every warning lenspipe issues (``warnings.simplefilter`` on it silences or
+    raises all of them)."""
+
+
+class MaskPaddedWarning(LenspipeWarning):
+    """A mask was padded with masked pixels so that it holds the blurring region of a PSF."""

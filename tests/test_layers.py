@@ -1,5 +1,5 @@
 """The layering of DESIGN §2, checked: imports flow downward only (exc <- operators <- imaging <-
-io <- flow <- plots, cli), with one written exception (the dataset model's ``from_fits`` /
+io <- mock <- flow <- plots, cli), with one written exception (the dataset model's ``from_fits`` /
 ``output_to_fits`` reach ``pipeline.io.fits`` at call time), and importing the numerical core
 loads no storage or cluster library."""
 
@@ -20,10 +20,11 @@ RANKS = {
     "pipeline.operators": 1,
     "pipeline.imaging": 2,
     "pipeline.io": 3,
-    "pipeline.flow": 4,
-    "pipeline.plots": 5,
-    "pipeline.docs_reference": 5,
-    "pipeline.cli": 6,
+    "pipeline.mock": 4,  # simulated surveys are written to FITS through pipeline.io.fits
+    "pipeline.flow": 5,
+    "pipeline.plots": 6,
+    "pipeline.docs_reference": 6,
+    "pipeline.cli": 7,
 }
 # the one written exception: FITS I/O for the dataset model, loaded when called
 CALL_TIME_EXCEPTIONS = {("pipeline.imaging", "pipeline.io.fits")}

@@ -21,7 +21,7 @@ from functools import cached_property
 import numpy as np
 from scipy.ndimage import binary_dilation
 
-from pipeline.exc import MaskError
+from pipeline.exc import MaskError, MaskPaddedWarning
 from pipeline.imaging.geometry import as_pair, as_pixel_scales, scaled_coordinates_of
 
 __all__ = ["Mask2D", "blurring_mask_from", "required_shape_for_kernel", "resized_array_from"]
@@ -487,7 +487,7 @@ def blurring_mask_from(
         warnings.warn(
             f"Mask padded from {mask.shape} to {required} (parity preserved) to hold the "
             f"blurring region of a {(ky, kx)} kernel",
-            UserWarning,
+            MaskPaddedWarning,
             stacklevel=3,
         )
         dy = required[0] - mask.shape[0]

@@ -1,4 +1,4 @@
-"""``SimulatorImaging``: mock imaging datasets (PSF blur, sky, Poisson noise) and mock lenses.
+"""``SimulatorImaging``: mock imaging datasets (PSF blur, sky, Poisson noise).
 
 Units: images are in **electrons per second** per pixel, ``exposure_time`` in seconds, so
 ``image * exposure_time`` is in electrons (counts); noise maps are RMS in electrons per second.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Protocol
 
 import numpy as np
 
@@ -27,9 +28,16 @@ from pipeline.imaging.convolver import Convolver
 from pipeline.imaging.dataset import Imaging
 from pipeline.imaging.grids import Grid2D
 from pipeline.imaging.mask import Mask2D
-from pipeline.imaging.profiles import ExternalShear, Isothermal, MockLens, Sersic
 
-__all__ = ["SimulatorImaging", "random_mock_lens", "simulate_lens"]
+__all__ = ["LightModel", "SimulatorImaging"]
+
+
+class LightModel(Protocol):
+    """Anything with a surface brightness on a grid, e.g. ``pipeline.mock.MockLens``."""
+
+    def image_2d_from(self, grid: np.ndarray) -> np.ndarray:
+        """``(M,)`` electrons per second per pixel at ``(M, 2)`` ``(y, x)`` arcsec."""
+        ...
 
 
 def _finite(
@@ -91,6 +99,17 @@ class SimulatorImaging:
     > 0 used) before fitting.
     """
 
+    exposure_time: float
+    background_sky_level: float
+    noise_if_add_noise_false: float
+    psf: Convolver | None
+    normalize_psf: bool
+    subtract_background_sky: bool
+    add_poisson_noise_to_data: bool
+    include_poisson_noise_in_noise_map: bool
+    noise_seed: int
+    rng: np.random.Generator | None
+
     def __init__(
         self,
         exposure_time: float,
@@ -104,7 +123,7 @@ class SimulatorImaging:
         noise_seed: int = -1,
         *,
         rng: np.random.Generator | None = None,
-    ):
+    ) -> None:
         self.exposure_time = _finite(exposure_time, "exposure_time", positive=True)
         self.background_sky_level = _finite(
             background_sky_level, "background_sky_level", non_negative=True
@@ -190,7 +209,7 @@ class SimulatorImaging:
         t, sky = self.exposure_time, self.background_sky_level
         signal = blurred + sky
 
-        noisy = None
+        noisy = signal  # the Poisson draw below whenever data or noise map use it
         if self.add_poisson_noise_to_data or self.include_poisson_noise_in_noise_map:
             counts = signal * t
             if counts.min() < 0.0:
@@ -225,100 +244,9 @@ class SimulatorImaging:
             dataset = dataset.apply_over_sampling(over_sample_size_lp=over_sample_size)
         return dataset
 
-    def via_lens_from(self, lens: MockLens, grid: Grid2D) -> Imaging:
+    def via_lens_from(self, lens: LightModel, grid: Grid2D) -> Imaging:
         """Simulate a dataset of ``lens`` on an unmasked ``grid``: the image is the lens image on
         ``grid.over_sampled`` binned to pixels (block mean), then :meth:`via_image_from`."""
         values = lens.image_2d_from(grid.over_sampled)
         image = grid.over_sampler.binned_array_2d_from(values)
         return self.via_image_from(image)
-
-
-def random_mock_lens(rng: np.random.Generator) -> MockLens:
-    """A plausible galaxy-scale lens drawn from ``rng`` (intensities in electrons per second).
-
-    Einstein radius 0.6-1.6 arcsec, SIE axis ratio 0.6-0.95; lens light a Sersic (n 3.5-4.5)
-    aligned with the mass; shear magnitude <= 0.05; an exponential-like source (n 0.8-1.5) of
-    radius 0.1-0.3 arcsec within 0.15 arcsec of the optical axis.
-    """
-    centre = tuple(rng.uniform(-0.05, 0.05, size=2))
-    mass_angle = rng.uniform(0.0, 180.0)
-    mass = Isothermal(
-        centre=centre,
-        axis_ratio=rng.uniform(0.6, 0.95),
-        angle=mass_angle,
-        einstein_radius=rng.uniform(0.6, 1.6),
-    )
-    lens_light = Sersic(
-        centre=centre,
-        axis_ratio=rng.uniform(0.6, 0.95),
-        angle=mass_angle + rng.uniform(-10.0, 10.0),
-        intensity=rng.uniform(0.05, 0.2),
-        effective_radius=rng.uniform(0.5, 1.0),
-        sersic_index=rng.uniform(3.5, 4.5),
-    )
-    magnitude, shear_angle = rng.uniform(0.0, 0.05), rng.uniform(0.0, math.pi)
-    shear = ExternalShear(
-        gamma_1=magnitude * math.cos(2 * shear_angle), gamma_2=magnitude * math.sin(2 * shear_angle)
-    )
-    source = Sersic(
-        centre=tuple(rng.uniform(-0.15, 0.15, size=2)),
-        axis_ratio=rng.uniform(0.5, 1.0),
-        angle=rng.uniform(0.0, 180.0),
-        intensity=rng.uniform(0.2, 0.6),
-        effective_radius=rng.uniform(0.1, 0.3),
-        sersic_index=rng.uniform(0.8, 1.5),
-    )
-    return MockLens(lens_light=lens_light, mass=mass, shear=shear, source=source)
-
-
-def simulate_lens(
-    shape_native: tuple[int, int],
-    pixel_scales: float | tuple[float, float],
-    psf_shape: tuple[int, int] = (11, 11),
-    psf_sigma: float = 0.1,
-    seed: int = 0,
-    *,
-    exposure_time: float = 1000.0,
-    background_sky_level: float = 0.1,
-    over_sample_size: int = 4,
-    lens: MockLens | None = None,
-) -> Imaging:
-    """A mock strong-lens dataset, deterministic for a given ``seed``.
-
-    Parameters
-    ----------
-    shape_native, pixel_scales
-        Frame in pixels and arcsec per pixel.
-    psf_shape, psf_sigma
-        Gaussian PSF (``Convolver.from_gaussian``, normalised): odd shape in pixels, sigma in
-        arcsec.
-    seed
-        Seeds the one ``numpy.random.Generator`` that draws the lens (:func:`random_mock_lens`)
-        and then the Poisson noise.
-    exposure_time, background_sky_level
-        Seconds; electrons per second per pixel (subtracted from the data, kept in the noise).
-    over_sample_size
-        Sub-pixels per axis used to integrate the light over each pixel; also the returned
-        dataset's ``over_sample_size_lp``.
-    lens
-        Simulate this lens instead of a random one (the noise is still drawn from ``seed``).
-
-    Returns
-    -------
-    Imaging
-        Unmasked, sky-subtracted, in electrons per second.
-    """
-    rng = np.random.default_rng(seed)
-    # drawn even when a lens is given, so the noise stream for a seed does not depend on it
-    drawn = random_mock_lens(rng)
-    lens = drawn if lens is None else lens
-    psf = Convolver.from_gaussian(psf_shape, pixel_scales, sigma=psf_sigma, normalize=True)
-    simulator = SimulatorImaging(
-        exposure_time=exposure_time,
-        background_sky_level=background_sky_level,
-        psf=psf,
-        rng=rng,
-    )
-    grid = Grid2D.uniform(shape_native, pixel_scales, over_sample_size=over_sample_size)
-    dataset = simulator.via_lens_from(lens, grid)
-    return dataset.apply_over_sampling(over_sample_size_lp=over_sample_size)

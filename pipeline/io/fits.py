@@ -144,7 +144,9 @@ def read_fits_array(
         Missing, empty, non-FITS or truncated file, checksum mismatch, missing HDU, table HDU,
         HDU without data or data not 2-D.
     """
-    return _read_hdu(file_path, hdu, dataset, with_data=True)[1]
+    data = _read_hdu(file_path, hdu, dataset, with_data=True)[1]
+    assert data is not None  # with_data=True: read or raised
+    return data
 
 
 def read_fits_header(
@@ -245,7 +247,10 @@ def pixel_scales_from_header(
             f"{where}: ambiguous pixel scale: PIXSCAY/PIXSCAX give {cards} arcsec "
             f"but the WCS gives {from_wcs} arcsec"
         )
-    return cards if cards is not None else from_wcs
+    if cards is not None:
+        return cards
+    assert from_wcs is not None  # both None was refused above
+    return from_wcs
 
 
 def _pair(value: float | Sequence[float], what: str, where: str, *, positive: bool) -> list[float]:

@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from pipeline.exc import OperatorError
 from pipeline.operators.inputs import OperatorInputs
 from pipeline.operators.layout import OperatorLayout
+from pipeline.operators.precision import inverse_variance_from
 from pipeline.operators.rows import compute_values
 
 __all__ = ["ImagingSparseOperator", "psf_weighted_data_from"]
@@ -76,6 +77,26 @@ class ImagingSparseOperator:
                     f"({layout.n_pixels},)"
                 )
         self._psf_weighted_data = psf_weighted_data
+
+    @classmethod
+    def from_stored_values(
+        cls,
+        values: Any,
+        layout: OperatorLayout,
+        *,
+        kernel: np.ndarray,
+        noise_map_native: np.ndarray,
+        data_native: np.ndarray,
+    ) -> ImagingSparseOperator:
+        """An operator around band ``values`` computed before (e.g. read from a store, possibly
+        lazily), with D = H^T N^-1 d computed from the dataset it belongs to.
+
+        ``kernel``: the ``(ky, kx)`` PSF; ``noise_map_native`` and ``data_native``: the
+        dataset's native arrays (same shape as ``layout.mask``)."""
+        inputs = OperatorInputs(
+            layout, kernel, inverse_variance_from(noise_map_native, np.asarray(layout.mask))
+        )
+        return cls(values, layout, psf_weighted_data_from(data_native, inputs))
 
     @classmethod
     def from_noise_map_and_psf(

@@ -313,3 +313,18 @@ def test_jax_is_float64_even_if_imported_first():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+
+
+def test_from_stored_values_computes_d_from_the_dataset(case):
+    mask, kernel, noise, inputs, brute = case
+    data = np.random.default_rng(9).normal(size=mask.shape)
+    values = compute_rows(inputs, 0, inputs.layout.n_pixels, "numpy")
+    operator = ImagingSparseOperator.from_stored_values(
+        values, inputs.layout, kernel=kernel, noise_map_native=noise, data_native=data
+    )
+    expected = psf_weighted_data_dense(mask, kernel, noise, data)
+    np.testing.assert_allclose(
+        operator.psf_weighted_data, expected, rtol=0, atol=1e-12 * np.abs(expected).max()
+    )
+    assert operator.values is values
+    np.testing.assert_allclose(operator.to_dense(), brute, rtol=0, atol=1e-12 * np.abs(brute).max())

@@ -1,4 +1,5 @@
-"""The store's concurrency contract (``pipeline/io/store.py`` docstring): operator batches written
+"""The store's concurrency contract (``pipeline/io/store/__init__.py`` docstring): operator batches
+written
 by several processes at once, in random order, give exactly the serial result."""
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ import multiprocessing
 import numpy as np
 
 from pipeline import Mask2D
-from pipeline.imaging.simulator import simulate_lens
 from pipeline.io.store import (
     batches_done,
     create_store,
@@ -18,7 +18,8 @@ from pipeline.io.store import (
     prepare_dataset,
     write_imaging,
 )
-from tests.io._store_workers import write_batches
+from pipeline.mock import simulate_lens
+from tests.io.store._store_workers import write_batches
 
 BATCH = 97
 N_WRITERS = 3

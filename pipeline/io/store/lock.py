@@ -29,16 +29,15 @@ import uuid
 from dataclasses import dataclass, field
 
 import zarr
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
 
-from pipeline.exc import StoreError
+from pipeline.exc import StoreLockedError
+from pipeline.io.store._zarr import as_buffer, get_bytes, sync
+from pipeline.io.store.schema import LOCK_NAME
 
-__all__ = ["RunLock", "acquire_run_lock", "settle_seconds"]
+__all__ = ["LOCK_NAME", "SETTLE_SECONDS", "RunLock", "acquire_run_lock", "settle_seconds"]
 
 logger = logging.getLogger(__name__)
 
-LOCK_NAME = "lenspipe.lock"
 SETTLE_SECONDS = 0.2
 
 
@@ -58,17 +57,17 @@ def _key(root: zarr.Group) -> str:
 
 
 def _read(root: zarr.Group) -> dict | None:
-    buffer = sync(root.store.get(_key(root), prototype=default_buffer_prototype()))
-    if buffer is None:
+    raw = sync(get_bytes(root.store, _key(root)))
+    if raw is None:
         return None
     try:
-        return json.loads(buffer.to_bytes())
+        return json.loads(raw)
     except ValueError:
         return {"corrupt": True}
 
 
 def _write(root: zarr.Group, content: dict, *, exclusive: bool) -> bool:
-    buffer = default_buffer_prototype().buffer.from_bytes(json.dumps(content).encode())
+    buffer = as_buffer(json.dumps(content).encode())
     if exclusive:
         before = sync(root.store.exists(_key(root)))
         sync(root.store.set_if_not_exists(_key(root), buffer))
@@ -170,7 +169,7 @@ def acquire_run_lock(
     settle: float | None = None,
     interval: float = 10.0,
 ) -> RunLock:
-    """Take the store's run lock or raise :class:`StoreError` naming its holder. ``interval``:
+    """Take the store's run lock or raise :class:`StoreLockedError` naming its holder. ``interval``:
     seconds between heartbeats (keep it well below ``stale_after``); ``settle``: seconds before
     the read-back (default :func:`settle_seconds`)."""
     content = {
@@ -186,7 +185,7 @@ def acquire_run_lock(
     if current is not None:
         if not _stale(current, stale_after):
             age = time.time() - float(current.get("heartbeat", 0.0))
-            raise StoreError(
+            raise StoreLockedError(
                 f"the store is in use by run {current.get('run_id')} (host {current.get('host')}, "
                 f"pid {current.get('pid')}, last heartbeat {age:.0f} s ago); wait for it to "
                 f"finish. A lock without heartbeat for {stale_after:.0f} s is treated as stale"
@@ -202,7 +201,7 @@ def acquire_run_lock(
     time.sleep(settle)  # object stores: let a racing writer's lock land before the read-back
     held = _read(root)
     if held is None or held.get("token") != content["token"]:
-        raise StoreError(
+        raise StoreLockedError(
             f"the store's run lock was taken by run {held and held.get('run_id')} at the same time; "
             "try again once it has finished"
         )

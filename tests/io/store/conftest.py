@@ -11,6 +11,9 @@ from typing import Any, NamedTuple
 import pytest
 import zarr
 
+from pipeline import Imaging
+from tests.io.store.support import masked
+
 
 class StoreLocation(NamedTuple):
     """What the store API accepts: a location and, for URLs, its ``storage_options``."""
@@ -102,3 +105,14 @@ def quick_location(request, tmp_path) -> StoreLocation:
     if request.param == "local":
         return StoreLocation("local", tmp_path / "survey.zarr")
     return StoreLocation("memory", zarr.storage.MemoryStore())
+
+
+@pytest.fixture(scope="module")
+def imaging() -> Imaging:
+    return masked(seed=3, radius=1.0).apply_sparse_operator(batch_size=64, backend="numpy")
+
+
+@pytest.fixture(scope="module")
+def other_imaging() -> Imaging:
+    """A different dataset (other mask, other PSF, no operator)."""
+    return masked(seed=4, radius=0.8, psf_shape=(3, 3))

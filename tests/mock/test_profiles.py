@@ -8,7 +8,7 @@ from scipy.integrate import quad
 from scipy.special import gamma, gammainc
 
 from pipeline.exc import GridError, InvalidValueError
-from pipeline.imaging.profiles import (
+from pipeline.mock.profiles import (
     ExternalShear,
     Isothermal,
     MockLens,

@@ -1,4 +1,4 @@
-"""Task functions for ``test_store_concurrency.py``: importable, since spawned processes re-import
+"""Task functions for ``test_concurrency.py``: importable, since spawned processes re-import
 the function they run. Each receives a recipe (store path, dataset name, batch indexes), never an
 open store, and does what a pipeline task does: open the store ``r+``, compute its rows, write them.
 """

@@ -22,7 +22,7 @@ from pipeline.imaging import Imaging, Mask2D
 from pipeline.io.store import check_dataset, dataset_attrs, list_datasets, open_imaging
 from pipeline.operators.reference import sparse_operator_dense
 
-LEGACY = Path(__file__).resolve().parents[1] / "data" / "store_d261856"
+LEGACY = Path(__file__).resolve().parents[2] / "data" / "store_d261856"
 PIXEL_SCALE = 0.1
 
 
