@@ -35,20 +35,20 @@ import yaml  # noqa: E402
 
 from pipeline.flow.config import load_config  # noqa: E402
 from pipeline.flow.discover import discover  # noqa: E402
+from pipeline.flow.prepare import PrepareSettings  # noqa: E402
 from pipeline.flow.run import run_survey  # noqa: E402
-from pipeline.flow.simulate import simulate_survey  # noqa: E402
 from pipeline.flow.tasks import (  # noqa: E402
     AutoBatchSize,
-    PrepareSettings,
-    StoreRecipe,
-    operator_shard_task,
+    operator_batch_task,
     prepare_task,
 )
 from pipeline.io.store import (  # noqa: E402
     OperatorStorage,
+    StoreRecipe,
     create_store,
     finalize_dataset,
 )
+from pipeline.mock import simulate_survey  # noqa: E402
 
 
 def serial(config) -> dict:
@@ -69,7 +69,7 @@ def serial(config) -> dict:
         totals["kernel"] += prepared.first_batch.kernel_seconds
         totals["write"] += prepared.write_seconds
         for index in range(1, prepared.n_batches):
-            shard = operator_shard_task(
+            shard = operator_batch_task(
                 store, spec.name, index, op.backend, prepared.metadata["token"]
             )
             totals["kernel"] += shard.kernel_seconds

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.exc import ClusterError, ConfigError, PipelineError
+from pipeline.exc import ClusterError, ConfigError, PipelineError, RunInterrupted
 
 __all__ = ["main"]
 
@@ -47,7 +47,7 @@ def cli() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 def simulate(out: Path, n: int, seed: int) -> None:
     """Write a mock survey: OUT/<name>/{data,noise_map,psf}.fits, OUT/manifest.csv, OUT/survey.yaml."""
-    from pipeline.flow.simulate import simulate_survey
+    from pipeline.mock import simulate_survey
 
     config = simulate_survey(out, n, seed=seed)
     click.echo(f"Simulated {n} lenses into {out}/; run them with: lenspipe run {config}")
@@ -59,7 +59,7 @@ def validate(config_path: Path) -> None:
     """Check a config file and list what it would process, without running anything."""
     from pipeline.flow.config import load_config
     from pipeline.flow.discover import discover
-    from pipeline.flow.run import check_store_location
+    from pipeline.flow.plan import check_store_location
 
     config = load_config(config_path)
     found = discover(config)
@@ -117,7 +117,7 @@ def run(
     if dry_run:
         _dry_run(config, which)
         return
-    from pipeline.flow.run import RunInterrupted, run_survey
+    from pipeline.flow.run import run_survey
 
     try:
         summary = run_survey(
@@ -143,7 +143,7 @@ def _dry_run(config, overwrite: bool | tuple[str, ...]) -> None:
     from pipeline.flow.cluster import job_script
     from pipeline.flow.config import JobqueueCluster
     from pipeline.flow.discover import discover
-    from pipeline.flow.run import check_store_location, plan_run
+    from pipeline.flow.plan import check_store_location, plan_run
     from pipeline.io.store import open_store, store_exists
 
     location = config.store_location
@@ -183,7 +183,7 @@ def status(store: str, as_json: bool) -> None:
     """Status of every dataset in STORE."""
     from collections import Counter
 
-    from pipeline.io.store import dataset_problems, list_datasets
+    from pipeline.io.store import DatasetStatus, dataset_problems, list_datasets
 
     statuses = list_datasets(store)
     if as_json:
@@ -196,7 +196,7 @@ def status(store: str, as_json: bool) -> None:
         + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
     )
     for name, state in statuses.items():
-        if state != "complete":
+        if state != DatasetStatus.COMPLETE:
             reason = problems.get(name)
             click.echo(f"  {name}: {state}" + (f": {reason}" if reason else ""))
 
@@ -206,18 +206,24 @@ def status(store: str, as_json: bool) -> None:
 @click.argument("name", required=False)
 def inspect(store: str, name: str | None) -> None:
     """Summary of STORE, or of dataset NAME in it."""
-    from pipeline.io.store import dataset_attrs, list_datasets, open_store
+    from pipeline.io.store import (
+        dataset_attrs,
+        last_run,
+        list_datasets,
+        open_store,
+        store_metadata,
+    )
 
     if name is None:
         root = open_store(store)
-        meta = root.attrs.get("lenspipe", {})
+        meta = store_metadata(root)
         click.echo(
             f"{store}: lenspipe store, schema_version {meta.get('schema_version')}, "
             f"created {meta.get('created')}"
         )
         statuses = list_datasets(store)
         click.echo(f"  {len(statuses)} datasets")
-        last = root.attrs.get("last_run")
+        last = last_run(root)
         if last:
             click.echo(
                 f"  last run {last['run_id']}: {last['complete']} complete, {last['failed']} failed, "
@@ -330,7 +336,7 @@ def demo(out: Path, n: int, seed: int, workers: int | None) -> None:
     """Simulate a small survey into OUT and run it on a local Dask cluster (OUT/survey.zarr)."""
     from pipeline.flow.config import load_config
     from pipeline.flow.run import run_survey
-    from pipeline.flow.simulate import simulate_survey
+    from pipeline.mock import simulate_survey
 
     config_path = simulate_survey(out, n, seed=seed, n_workers=workers)
     click.echo(f"Simulated {n} lenses into {out}/ ({config_path.name}, manifest.csv)")

@@ -120,7 +120,7 @@ def test_api_names_exist(page):
 
 
 def test_clusters_page_lists_the_worker_settings():
-    from pipeline.flow.tasks import WORKER_DASK_CONFIG, WORKER_ENVIRONMENT
+    from pipeline.flow.worker import WORKER_DASK_CONFIG, WORKER_ENVIRONMENT
 
     text = _text("clusters.md")
     for key, value in WORKER_ENVIRONMENT.items():

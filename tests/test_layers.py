@@ -171,3 +171,60 @@ def test_every_public_name_has_one_home():
 
     lazy = set(pipeline._HOMES) | {"exc", "__version__"}
     assert set(pipeline.__all__) == lazy
+
+
+STORE = "pipeline.io.store"
+# what naming a store node looks like: Zarr group/array calls and attributes
+ZARR_NODE_CALLS = {"require_group", "create_group", "create_array", "require_array", "attrs"}
+
+
+def _outside_the_store() -> list[tuple[str, ast.Module]]:
+    return [(n, t) for n, t in sources() if not (n == STORE or n.startswith(STORE + "."))]
+
+
+def _store_node_names() -> set[str]:
+    from pipeline.io.store import schema
+
+    names = {schema.DATASETS, schema.RUNS, schema.OPERATOR_GROUP, *schema.OPERATOR_ARRAYS}
+    names |= {schema.LAST_RUN_ATTR, schema.MARKERS_NODE.rsplit("/", 1)[-1]}
+    return names
+
+
+def test_only_the_store_imports_zarr():
+    found = []
+    for name, tree in _outside_the_store():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                targets = [node.module or ""]
+            else:
+                continue
+            found += [
+                f"{name} (line {node.lineno}) imports {t}"
+                for t in targets
+                if t.split(".")[0] == "zarr"
+            ]
+    assert found == []
+
+
+def test_nothing_outside_the_store_names_a_store_node():
+    nodes = _store_node_names()
+    assert {"datasets", "sparse_operator/values", "batches_done", "last_run"} <= nodes
+    found = []
+    for name, tree in _outside_the_store():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in ZARR_NODE_CALLS:
+                found.append(f"{name} (line {node.lineno}) uses .{node.attr}")
+            elif (
+                isinstance(node, ast.Subscript)
+                and isinstance(node.slice, ast.Constant)
+                and node.slice.value in nodes
+            ):
+                found.append(f"{name} (line {node.lineno}) indexes [{node.slice.value!r}]")
+            elif (
+                isinstance(node, ast.Constant) and isinstance(node.value, str) and "/" in node.value
+            ):
+                if node.value in nodes:
+                    found.append(f"{name} (line {node.lineno}) spells {node.value!r}")
+    assert found == []

@@ -14,7 +14,7 @@ from nbclient import NotebookClient
 
 from pipeline.flow.config import load_config
 from pipeline.flow.run import run_survey
-from pipeline.flow.simulate import simulate_survey
+from pipeline.mock import simulate_survey
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 KERNEL_CHECK = "import sys; print('kernel prefix', sys.prefix)"

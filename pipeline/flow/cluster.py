@@ -24,7 +24,7 @@ import dask
 
 from pipeline.exc import ClusterError, ConfigError
 from pipeline.flow.config import AddressCluster, JobqueueCluster, LocalClusterConfig, TlsFiles
-from pipeline.flow.tasks import WORKER_DASK_CONFIG, WORKER_ENVIRONMENT
+from pipeline.flow.worker import WORKER_DASK_CONFIG, WORKER_ENVIRONMENT
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +53,10 @@ def cluster_security(config: LocalClusterConfig | AddressCluster | JobqueueClust
         return Security.temporary()  # needs the `cryptography` package (a distributed extra)
     assert isinstance(setting, TlsFiles)
     files = {"ca_file": setting.ca_file, "cert": setting.cert, "key": setting.key}
-    for key, path in files.items():
+    for name, path in files.items():
         if path is not None and not Path(path).is_file():
             raise ConfigError(
-                f"cluster.security.{key}: no such file '{path}': give the PEM file (relative "
+                f"cluster.security.{name}: no such file '{path}': give the PEM file (relative "
                 "paths are resolved against the config file's folder)"
             )
     ca, cert = os.fspath(setting.ca_file), os.fspath(setting.cert)

@@ -233,7 +233,7 @@ def _from_manifest(config: Config, inputs: ManifestInput):
                 mask=_manifest_ref(row, "mask", base) if mask_file else None,
                 pixel_scales=scale,
                 mask_radius=radius,
-                mask_centre=(cy, cx) if cy is not None else None,
+                mask_centre=(cy, cx) if cy is not None and cx is not None else None,
             )
 
 

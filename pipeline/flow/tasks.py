@@ -1,12 +1,12 @@
-"""What the tasks of a survey run compute. Each function runs in a Dask worker (or in-process),
-receives a recipe (paths, names, indexes, settings), never large arrays, and is idempotent.
+"""The tasks of a survey run. Each runs in a Dask worker (or in-process), receives a recipe (paths,
+names, indexes, settings), never large arrays, returns a small result record, and is idempotent.
 
-* :func:`prepare_task` — load a dataset's FITS files, validate, mask, over-sample, write the
-  dataset's group (arrays, empty operator arrays, operator batch 0, then its attributes) and
-  return a small summary to the driver.
-* :func:`operator_shard_task` — compute rows ``[start, stop)`` of W for one batch, reading the
+* :func:`prepare_task` — prepare one dataset (:func:`~pipeline.flow.prepare.prepare_imaging`),
+  write its group (arrays, empty operator arrays, operator batch 0, then its attributes) and
+  return a :class:`PrepareResult` to the driver.
+* :func:`operator_batch_task` — compute rows ``[start, stop)`` of W for one batch, reading the
   dataset's mask, noise map and PSF from the store, and write them as one whole chunk followed by
-  the batch's completion marker.
+  the batch's completion marker; returns a :class:`BatchResult`.
 
 Bad input is reported as a :class:`TaskFailure` result (deterministic: retrying cannot help);
 anything unexpected raises, so Dask retries it (worker loss) and then reports it.
@@ -14,44 +14,21 @@ anything unexpected raises, so Dask retries it (worker loss) and then reports it
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from pipeline.exc import (
-    DatasetError,
-    InvalidValueError,
-    KernelError,
-    OperatorError,
-    PipelineError,
-)
-from pipeline.flow.config import (
-    AdaptiveOverSampling,
-    AnnularMask,
-    CircularMask,
-    Config,
-    EllipticalMask,
-    FileMask,
-    RadialOverSampling,
-)
+from pipeline.exc import DatasetError, OperatorError, PipelineError
 from pipeline.flow.discover import DatasetSpec
-from pipeline.imaging import (
-    Array2D,
-    Convolver,
-    Imaging,
-    Mask2D,
-    over_sample_size_via_adapt_from,
-    over_sample_size_via_radial_bins_from,
-)
-from pipeline.imaging.geometry import as_pixel_scales
+from pipeline.flow.prepare import PrepareSettings, prepare_imaging
+from pipeline.flow.worker import configure_worker
+from pipeline.imaging import Convolver, Imaging
 from pipeline.io.store import (
     OperatorStorage,
     Source,
+    StoreRecipe,
     dataset_metadata,
     prepared_attributes,
     write_dataset_arrays,
@@ -60,83 +37,25 @@ from pipeline.operators.batching import BatchGeometry
 
 __all__ = [
     "AutoBatchSize",
+    "BatchResult",
     "PrepareResult",
-    "PrepareSettings",
-    "ShardResult",
-    "StoreRecipe",
     "TaskFailure",
-    "operator_shard_task",
-    "prepare_imaging",
+    "operator_batch_task",
     "prepare_task",
 ]
-
-# Libraries size their thread pools at import: set before numba/JAX load in a worker process.
-WORKER_ENVIRONMENT = {
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "NUMBA_NUM_THREADS": "1",
-    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
-    "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
-    # for workers started by a job script (SLURM/PBS); see WORKER_DASK_CONFIG
-    "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
-    "DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_": "None",
-}
-
-WORKER_DASK_CONFIG = {
-    # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in every worker. Setting it switches off
-    # glibc's dynamic mmap threshold, so every multi-MB buffer (kernel outputs, compression
-    # buffers) is mmapped, page-faulted and unmapped on each use: measured here, the operator
-    # kernels ran 20% and the Zarr writes 60% slower in workers than in a plain process (the
-    # "writes are 2-3.7x slower inside Dask workers" of the pipeline issue). Our allocations are
-    # few and same-sized, so glibc's defaults are right.
-    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-    # The statistical profiler samples every thread's stack every 10 ms under the GIL; tasks of
-    # tens of milliseconds do not need it (the dashboard's profile tab stays empty).
-    "distributed.worker.profile.enabled": False,
-}
-
-
-@dataclass(frozen=True)
-class StoreRecipe:
-    """How to open the store in any process: a path or URL and fsspec options."""
-
-    location: str
-    storage_options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class PrepareSettings:
-    """The parts of the config a prepare task needs (picklable, small); ``recorded``: the
-    settings written with each dataset (their hash tells a resume whether they changed)."""
-
-    pixel_scales: Any
-    mask: Any
-    over_sampling: Any
-    recorded: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_config(cls, config: Config) -> PrepareSettings:
-        return cls(
-            config.pixel_scales, config.mask, config.over_sampling, config.dataset_settings()
-        )
 
 
 @dataclass(frozen=True)
 class AutoBatchSize:
     """``sparse_operator.batch_size: auto``: rows per operator batch chosen by the prepare task,
     once the PSF shape and pixel count are known, so that one batch fits ``budget_bytes``
-    (:func:`pipeline.flow.config.operator_batch_rows`)."""
+    (:meth:`~pipeline.operators.batching.BatchGeometry.for_memory`)."""
 
     budget_bytes: int
 
-    def rows(self, kernel_shape: tuple[int, int], n_pixels: int) -> int:
-        from pipeline.flow.config import operator_batch_rows
 
-        return operator_batch_rows(kernel_shape, n_pixels, self.budget_bytes)
-
-
-@dataclass
+# ---------------------------------------------------------------------------------------- results
+@dataclass(frozen=True, kw_only=True)
 class TaskFailure:
     """A dataset that cannot be prepared or computed, with a message naming file and problem."""
 
@@ -145,8 +64,12 @@ class TaskFailure:
     batch_index: int | None = None
 
 
-@dataclass
-class ShardResult:
+@dataclass(frozen=True, kw_only=True)
+class BatchResult:
+    """One operator batch computed and written. Seconds: ``cpu_seconds`` process time;
+    ``kernel_seconds`` computing rows, ``write_seconds`` storing them, ``wall_seconds`` the
+    whole task (wall clock)."""
+
     name: str
     batch_index: int
     n_rows: int
@@ -156,7 +79,7 @@ class ShardResult:
     wall_seconds: float
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class PrepareResult:
     """A prepared dataset, written and recorded in its group by the task: what the driver needs.
 
@@ -172,163 +95,13 @@ class PrepareResult:
     sources: list[Source]
     cpu_seconds: float
     wall_seconds: float
-    first_batch: ShardResult | None = None
+    first_batch: BatchResult | None = None
     complete: bool = False
     load_seconds: float = 0.0
     write_seconds: float = 0.0
 
 
-def configure_worker() -> None:
-    """Thread limits (if the libraries are not loaded yet) and a zarr config fit for one task per
-    process: zarr's own thread pool would multiply with Dask's (PITFALLS)."""
-    for key, value in WORKER_ENVIRONMENT.items():
-        os.environ.setdefault(key, value)
-    _configure_zarr()
-
-
-@lru_cache(maxsize=1)
-def _configure_zarr() -> None:
-    import numcodecs
-    import zarr
-
-    zarr.config.set({"async.concurrency": 8, "threading.max_workers": 1})
-    # Blosc starts one thread per core in every worker process: with one worker per core they
-    # only contend (measured: worker writes 2-3x slower than the same writes in one process)
-    numcodecs.blosc.set_nthreads(1)
-
-
 # ---------------------------------------------------------------------------------------- prepare
-def _mask_for(
-    spec: DatasetSpec,
-    settings: PrepareSettings,
-    shape: tuple[int, int],
-    scales: tuple[float, float],
-) -> Mask2D:
-    config = settings.mask
-    if isinstance(config, FileMask):
-        if spec.mask is None:
-            raise DatasetError(
-                f"mask.kind is 'file' but the dataset of data '{spec.data.path}' has no mask file "
-                "(folders: mask:, manifest: mask column, MEF: band mask EXTNAME)"
-            )
-        mask = Mask2D.from_fits(spec.mask.path, scales, hdu=spec.mask.hdu)
-        if mask.shape_native != shape:
-            raise DatasetError(
-                f"mask file '{spec.mask.path}' HDU {spec.mask.hdu!r} has shape {mask.shape_native} "
-                f"but the data are {shape}"
-            )
-        return mask
-    centre = spec.mask_centre or config.centre
-    if isinstance(config, CircularMask):
-        return Mask2D.circular(shape, scales, spec.mask_radius or config.radius, centre=centre)
-    if isinstance(config, AnnularMask):
-        outer = spec.mask_radius or config.outer_radius
-        return Mask2D.circular_annular(shape, scales, config.inner_radius, outer, centre=centre)
-    if isinstance(config, EllipticalMask):
-        return Mask2D.elliptical(
-            shape,
-            scales,
-            spec.mask_radius or config.major_axis_radius,
-            config.axis_ratio,
-            config.angle,
-            centre=centre,
-        )
-    raise DatasetError(f"unsupported mask settings {config!r}")
-
-
-def _describe_mask(spec: DatasetSpec, settings: PrepareSettings) -> str:
-    """The mask as the user specified it: its file, or its kind and parameters (with the
-    dataset's manifest overrides)."""
-    config = settings.mask
-    if isinstance(config, FileMask):
-        return f"file '{spec.mask.path}' HDU {spec.mask.hdu!r}"
-    params = config.model_dump(exclude={"kind"})
-    if spec.mask_centre:
-        params["centre"] = tuple(spec.mask_centre)
-    if spec.mask_radius:
-        key = {"circular": "radius", "annular": "outer_radius"}.get(
-            config.kind, "major_axis_radius"
-        )
-        params[key] = spec.mask_radius
-    return f"{config.kind} ({', '.join(f'{k}={v}' for k, v in params.items())}; arcsec)"
-
-
-def prepare_imaging(spec: DatasetSpec, settings: PrepareSettings) -> Imaging:
-    """Load, validate, mask and over-sample one dataset (a pure function of its files).
-
-    Only unmasked pixels are validated (NaN borders outside the mask are fine), noise included
-    for the operator: ``1/sigma**2`` must be a finite normal float64
-    (:func:`~pipeline.operators.precision.inverse_variance_from`); every error names the dataset
-    and, where it comes from a file, the file and HDU.
-    """
-    from pipeline.io.fits import pixel_scales_from_header, read_fits_array
-    from pipeline.operators.precision import inverse_variance_from
-
-    name = spec.name
-    data = read_fits_array(spec.data.path, spec.data.hdu, dataset=name)
-    noise = read_fits_array(spec.noise_map.path, spec.noise_map.hdu, dataset=name)
-    kernel = read_fits_array(spec.psf.path, spec.psf.hdu, dataset=name)
-    if data.shape != noise.shape:
-        raise DatasetError(
-            f"data '{spec.data.path}' HDU {spec.data.hdu!r} is {data.shape} but noise map "
-            f"'{spec.noise_map.path}' HDU {spec.noise_map.hdu!r} is {noise.shape}"
-        )
-    pixel_scales = spec.pixel_scales or settings.pixel_scales
-    if pixel_scales == "header":
-        pixel_scales = pixel_scales_from_header(spec.data.path, spec.data.hdu, dataset=name)
-    scales = as_pixel_scales(
-        tuple(pixel_scales) if isinstance(pixel_scales, list) else pixel_scales
-    )
-    mask = _mask_for(spec, settings, data.shape, scales)
-    if mask.pixels_in_mask == 0:
-        raise DatasetError(
-            f"the mask {_describe_mask(spec, settings)} leaves no unmasked pixel of data "
-            f"'{spec.data.path}' HDU {spec.data.hdu!r} ({data.shape[0]}x{data.shape[1]} pixels "
-            f"of {scales[0]:g}x{scales[1]:g} arcsec)"
-        )
-    try:
-        psf = Convolver(kernel, pixel_scales=scales)
-    except KernelError as err:
-        raise DatasetError(f"PSF '{spec.psf.path}' HDU {spec.psf.hdu!r}: {err}") from None
-    try:
-        masked = Imaging(
-            Array2D(data, mask),
-            Array2D(noise, mask),
-            psf,
-            over_sample_size_lp=1,
-            over_sample_size_pixelization=1,
-            name=name,
-        )
-        # W needs 1/sigma**2 as a finite normal float64 at every unmasked pixel: refuse here,
-        # naming the files, rather than compute inf/0 weights (issue 11)
-        inverse_variance_from(
-            masked.noise_map.native, np.asarray(mask), label=f"dataset {name!r}: the noise map"
-        )
-    except KernelError as err:
-        raise DatasetError(f"PSF '{spec.psf.path}' HDU {spec.psf.hdu!r}: {err}") from None
-    except InvalidValueError as err:
-        files = f"data '{spec.data.path}', noise map '{spec.noise_map.path}'"
-        raise DatasetError(f"{err} ({files})") from None
-    over = settings.over_sampling
-    if isinstance(over, RadialOverSampling):
-        lp = over_sample_size_via_radial_bins_from(
-            masked.grid, over.sub_size_list, over.radial_list, centre_list=[mask.mask_centre]
-        )
-    elif isinstance(over, AdaptiveOverSampling):
-        lp = over_sample_size_via_adapt_from(
-            masked.data,
-            masked.noise_map,
-            over.signal_to_noise_cut,
-            over.sub_size_lower,
-            over.sub_size_upper,
-        )
-    else:
-        lp = over.lp
-    return masked.apply_over_sampling(
-        over_sample_size_lp=lp, over_sample_size_pixelization=over.pixelization
-    )
-
-
 def _sources(spec: DatasetSpec) -> list[Source]:
     """The dataset's input files as recorded with it (size, mtime, sha256), each file hashed
     once. Taken before the files are read, so that a file replaced while the task runs is seen
@@ -340,6 +113,24 @@ def _sources(spec: DatasetSpec) -> list[Source]:
             found[ref.path] = Source.from_file(role, ref.path, ref.hdu)
         out.append(replace(found[ref.path], role=role, hdu=ref.hdu))
     return out
+
+
+def _psf(imaging: Imaging) -> Convolver:
+    if imaging.psf is None:  # never: prepare_imaging always gives the dataset its PSF
+        raise DatasetError(f"dataset {imaging.name!r} has no PSF")
+    return imaging.psf
+
+
+def _geometry(imaging: Imaging, batch_size: int | AutoBatchSize | None) -> BatchGeometry | None:
+    """The dataset's operator batches: balanced, of at most ``batch_size`` rows or as many as
+    fit the memory budget; ``None`` without an operator."""
+    if isinstance(batch_size, AutoBatchSize):
+        kernel_shape = _psf(imaging).shape_native
+        return BatchGeometry.for_memory(imaging.shape_slim, kernel_shape, batch_size.budget_bytes)
+    if batch_size:
+        # evenly sized batches, none mostly padding: the store records these rows
+        return BatchGeometry.balanced(imaging.shape_slim, batch_size)
+    return None
 
 
 def prepare_task(
@@ -368,31 +159,28 @@ def prepare_task(
         imaging = prepare_imaging(spec, settings)
         if sources is None:
             sources = _sources(spec)
-        if isinstance(batch_size, AutoBatchSize):
-            batch_size = batch_size.rows(imaging.psf.shape_native, imaging.shape_slim)
-        if batch_size:
-            # evenly sized batches, none mostly padding: the store records these rows
-            batch_size = BatchGeometry.balanced(imaging.shape_slim, batch_size).batch_size
+        geometry = _geometry(imaging, batch_size)
     except (PipelineError, OSError) as err:
         return _failure(spec.name, err)
     load_seconds = time.perf_counter() - wall
-    n_batches = -(-imaging.shape_slim // batch_size) if batch_size else 0
+    n_batches = geometry.n_batches if geometry is not None else 0
     first, values = None, None
-    if n_batches and backend is not None:
+    if geometry is not None and n_batches and backend is not None:
         kernel_wall, kernel_cpu = time.perf_counter(), time.process_time()
         try:
-            values = _first_batch_values(imaging, batch_size, backend)
+            values = _first_batch_values(imaging, geometry, backend)
         except PipelineError as err:
-            return TaskFailure(spec.name, f"dataset {spec.name!r}, operator batch 0: {err}", 0)
+            return _batch_failure(spec.name, 0, err)
         kernel_seconds = time.perf_counter() - kernel_wall
-        first = ShardResult(
-            spec.name,
-            0,
-            values.shape[0],
-            time.process_time() - kernel_cpu,
-            kernel_seconds,
-            0.0,  # written with the dataset: counted in the prepare result's write_seconds
-            kernel_seconds,
+        first = BatchResult(
+            name=spec.name,
+            batch_index=0,
+            n_rows=values.shape[0],
+            cpu_seconds=time.process_time() - kernel_cpu,
+            kernel_seconds=kernel_seconds,
+            # written with the dataset: counted in the prepare result's write_seconds
+            write_seconds=0.0,
+            wall_seconds=kernel_seconds,
         )
     metadata = dataset_metadata(imaging)
     complete = n_batches == 0 or (first is not None and n_batches == 1)
@@ -402,10 +190,10 @@ def prepare_task(
     write_start = time.perf_counter()
     try:
         write_dataset_arrays(
-            _root(store),
+            store.root(),
             spec.name,
             imaging,
-            batch_size=batch_size,
+            batch_size=geometry.batch_size if geometry is not None else None,
             operator_storage=storage or OperatorStorage(),
             recreate=True,
             first_batch=values,
@@ -418,21 +206,21 @@ def prepare_task(
             ),
         )
     except OperatorError as err:  # batch 0's values cannot be stored (range, dtype)
-        return TaskFailure(spec.name, f"dataset {spec.name!r}, operator batch 0: {err}", 0)
+        return _batch_failure(spec.name, 0, err)
     except (PipelineError, OSError) as err:
         return _failure(spec.name, err)
     write_seconds = time.perf_counter() - write_start
     return PrepareResult(
-        spec.name,
-        metadata,
-        n_batches,
-        sources,
-        time.process_time() - cpu,
-        time.perf_counter() - wall,
-        first,
-        complete,
-        load_seconds,
-        write_seconds,
+        name=spec.name,
+        metadata=metadata,
+        n_batches=n_batches,
+        sources=sources,
+        cpu_seconds=time.process_time() - cpu,
+        wall_seconds=time.perf_counter() - wall,
+        first_batch=first,
+        complete=complete,
+        load_seconds=load_seconds,
+        write_seconds=write_seconds,
     )
 
 
@@ -440,82 +228,61 @@ def _failure(name: str, err: Exception) -> TaskFailure:
     message = str(err)
     if name not in message:
         message = f"dataset {name!r}: {message}"
-    return TaskFailure(name, message)
+    return TaskFailure(name=name, message=message)
 
 
-def _first_batch_values(imaging: Imaging, batch_size: int, backend: str) -> np.ndarray:
+def _batch_failure(name: str, batch_index: int, err: Exception) -> TaskFailure:
+    return TaskFailure(
+        name=name,
+        message=f"dataset {name!r}, operator batch {batch_index}: {err}",
+        batch_index=batch_index,
+    )
+
+
+def _first_batch_values(imaging: Imaging, geometry: BatchGeometry, backend: str) -> np.ndarray:
     from pipeline.operators import OperatorInputs, compute_rows
 
     inputs = OperatorInputs.from_noise_map(
-        imaging.noise_map.native, np.asarray(imaging.mask), imaging.psf.kernel.native
+        imaging.noise_map.native, np.asarray(imaging.mask), _psf(imaging).kernel.native
     )
-    stop = min(batch_size, inputs.layout.n_pixels)
-    return compute_rows(inputs, 0, stop, backend, batch_size=batch_size)
+    start, stop = geometry.rows(0)
+    return compute_rows(inputs, start, stop, backend, batch_size=geometry.batch_size)
 
 
 # ---------------------------------------------------------------------------------------- operator
-@lru_cache(maxsize=4)
-def _open_root(location: str, options_json: str):
-    from pipeline.io.store import open_store
-
-    return open_store(location, mode="r+", storage_options=json.loads(options_json) or None)
-
-
-def _root(store: StoreRecipe):
-    return _open_root(
-        store.location, json.dumps(store.storage_options, sort_keys=True, default=str)
-    )
-
-
-@lru_cache(maxsize=4)
-def _cached_inputs(location: str, options_json: str, name: str, token: str | None):
-    # token: a dataset prepared again (--overwrite) gets a new one, so no stale inputs are used
-    from pipeline.operators import OperatorInputs
-
-    group = _open_root(location, options_json)["datasets"][name]
-    mask = np.asarray(group["mask"][...], dtype=bool)
-    inputs = OperatorInputs.from_noise_map(group["noise_map"][...], mask, group["psf"][...])
-    return inputs, int(group["sparse_operator"].attrs["batch_size"])
-
-
-def _operator_inputs(store: StoreRecipe, name: str, token: str | None):
-    """The dataset's operator inputs, read once per worker process and dataset."""
-    options = json.dumps(store.storage_options, sort_keys=True, default=str)
-    return _cached_inputs(store.location, options, name, token)
-
-
-def operator_shard_task(
+def operator_batch_task(
     store: StoreRecipe,
     name: str,
     batch_index: int,
     backend: str = "numpy",
     token: str | None = None,
-) -> ShardResult | TaskFailure:
-    """Task: compute one batch of W's rows and write it (chunk, then marker)."""
+) -> BatchResult | TaskFailure:
+    """Task: compute one batch of W's rows and write it (chunk, then marker). The dataset's
+    inputs are read once per worker process and dataset (``token``: a dataset prepared again
+    gets a new one, so no stale inputs are used)."""
     from pipeline.io.store import write_operator_batch
     from pipeline.operators import compute_rows
 
     configure_worker()
     wall, cpu = time.perf_counter(), time.process_time()
     try:
-        inputs, batch_size = _operator_inputs(store, name, token)
-        start = batch_index * batch_size
-        stop = min(start + batch_size, inputs.layout.n_pixels)
+        batch = store.operator_batch_inputs(name, token)
+        start, stop = batch.geometry.rows(batch_index)
         t0 = time.perf_counter()
-        values = compute_rows(inputs, start, stop, backend, batch_size=batch_size)
+        values = compute_rows(
+            batch.inputs, start, stop, backend, batch_size=batch.geometry.batch_size
+        )
         t1 = time.perf_counter()
-        write_operator_batch(_root(store), name, batch_index, values)
+        write_operator_batch(store.root(), name, batch_index, values)
         t2 = time.perf_counter()
     except (PipelineError, OSError) as err:  # OSError: a full disk, a read-only store
-        return TaskFailure(
-            name, f"dataset {name!r}, operator batch {batch_index}: {err}", batch_index
-        )
-    return ShardResult(
-        name,
-        batch_index,
-        stop - start,
-        time.process_time() - cpu,
-        t1 - t0,
-        t2 - t1,
-        time.perf_counter() - wall,
+        return _batch_failure(name, batch_index, err)
+    return BatchResult(
+        name=name,
+        batch_index=batch_index,
+        n_rows=stop - start,
+        cpu_seconds=time.process_time() - cpu,
+        kernel_seconds=t1 - t0,
+        write_seconds=t2 - t1,
+        wall_seconds=time.perf_counter() - wall,
     )

@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from pipeline.cli import main
-from pipeline.flow.simulate import simulate_survey
 from pipeline.io.fits import read_fits_array, write_fits_array
 from pipeline.io.store import dataset_attrs, list_datasets
+from pipeline.mock import simulate_survey
 
 NAMES = ["lens_00001", "lens_00002", "lens_00003"]
 

@@ -19,7 +19,7 @@ from pipeline.flow.config import (
     load_config,
 )
 from pipeline.flow.run import run_survey
-from pipeline.flow.simulate import simulate_survey
+from pipeline.mock import simulate_survey
 
 
 def _worker_settings() -> dict:

@@ -17,9 +17,8 @@ import yaml
 
 from pipeline.flow.config import load_config
 from pipeline.flow.discover import discover
+from pipeline.flow.prepare import PrepareSettings, prepare_imaging
 from pipeline.flow.run import run_survey
-from pipeline.flow.simulate import simulate_survey
-from pipeline.flow.tasks import PrepareSettings, prepare_imaging
 from pipeline.io.store import (
     batches_done,
     dataset_attrs,
@@ -27,6 +26,7 @@ from pipeline.io.store import (
     open_imaging,
     open_store,
 )
+from pipeline.mock import simulate_survey
 
 N_LENSES = 4
 BATCH = 700  # several batches per dataset (balanced: rows <= BATCH)

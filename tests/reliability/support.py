@@ -19,7 +19,7 @@ import psutil
 import yaml
 import zarr
 
-from pipeline.flow.simulate import simulate_survey
+from pipeline.mock import simulate_survey
 
 LENSPIPE = str(Path(sys.executable).with_name("lenspipe"))
 
@@ -85,8 +85,14 @@ def write_config(
 
 # ---------------------------------------------------------------------------------------- store
 def marker_files(store: Path) -> list[Path]:
-    """The completion-marker chunk files present in a local store (one per finished batch)."""
-    return list(store.glob("datasets/*/sparse_operator/batches_done/c/*"))
+    """The completion-marker chunk files present in a local store (one per finished batch).
+
+    Only chunk files (named by their batch index): Zarr writes each chunk to a temporary
+    ``<index>.<uuid>.partial`` file beside it and then renames it, and a worker that dies between
+    the two (a worker process ends with ``os._exit`` as soon as its driver is gone) leaves that
+    file behind; it is no marker (Zarr never reads it)."""
+    found = store.glob("datasets/*/sparse_operator/batches_done/c/*")
+    return [path for path in found if path.name.isdigit()]
 
 
 def total_batches(store: Path) -> int:

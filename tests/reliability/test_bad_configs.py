@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from pipeline.cli import main
-from pipeline.flow.simulate import simulate_survey
 from pipeline.io.store import list_datasets
+from pipeline.mock import simulate_survey
 from tests.reliability.support import LENSPIPE, read_lock
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.cli import main
-from pipeline.flow.simulate import simulate_survey
 from pipeline.imaging import Mask2D
 from pipeline.io.fits import read_fits_array, write_fits_array, write_fits_hdus
 from pipeline.io.store import dataset_attrs, list_datasets
+from pipeline.mock import simulate_survey
 from tests.reliability.support import summary_counts, write_config
 
 COLUMNS = [

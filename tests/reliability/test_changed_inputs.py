@@ -14,9 +14,9 @@ import pytest
 from pipeline.flow.cluster import cluster_client
 from pipeline.flow.config import LocalClusterConfig, load_config
 from pipeline.flow.run import run_survey
-from pipeline.flow.simulate import simulate_survey
 from pipeline.io.fits import read_fits_array, write_fits_array
 from pipeline.io.store import dataset_attrs, open_imaging
+from pipeline.mock import simulate_survey
 
 pytestmark = pytest.mark.timeout(300)
 

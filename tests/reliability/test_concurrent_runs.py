@@ -16,9 +16,15 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.exc import StoreError
-from pipeline.flow.simulate import simulate_survey
-from pipeline.io.lock import LOCK_NAME, SETTLE_SECONDS, acquire_run_lock, settle_seconds
-from pipeline.io.store import create_store, list_datasets
+from pipeline.io.store import (
+    LOCK_NAME,
+    SETTLE_SECONDS,
+    acquire_run_lock,
+    create_store,
+    list_datasets,
+    settle_seconds,
+)
+from pipeline.mock import simulate_survey
 from tests.reliability.support import (
     assert_stores_equal,
     logs,
@@ -86,7 +92,7 @@ def small_survey(tmp_path):
 def test_a_silent_lock_from_another_host_is_taken_over(small_survey, caplog):
     config, store = small_survey
     _plant_lock(store, heartbeat=time.time() - 3600)  # an hour without heartbeat
-    with caplog.at_level(logging.WARNING, logger="pipeline.io.lock"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.io.store.lock"):
         code = main(["run", str(config), "--no-progress"])
     assert code == 0
     assert "taking over the stale run lock of run 20260101T000000Z-planted" in caplog.text

@@ -19,7 +19,7 @@ import yaml
 
 from pipeline.flow.cluster import cluster_client
 from pipeline.flow.config import LocalClusterConfig
-from pipeline.flow.simulate import simulate_survey
+from pipeline.mock import simulate_survey
 from tests.reliability.support import LENSPIPE, descendants, owned
 
 LOOPBACK = {"127.0.0.1", "::1"}

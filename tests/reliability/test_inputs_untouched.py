@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from pipeline.cli import main
-from pipeline.flow.simulate import simulate_survey
+from pipeline.mock import simulate_survey
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -19,8 +19,8 @@ import pytest
 
 from pipeline import Mask2D
 from pipeline.exc import DamagedDatasetError, StoreError
-from pipeline.imaging.simulator import simulate_lens
 from pipeline.io.store import check_dataset, open_imaging, verify_dataset, write_imaging
+from pipeline.mock import simulate_lens
 
 NAME = "lens_flip"
 BATCH = 100  # N = 1020 below: 11 batches, the last one partial

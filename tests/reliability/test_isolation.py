@@ -18,8 +18,8 @@ import yaml
 
 from pipeline.cli import main
 from pipeline.exc import DamagedDatasetError
-from pipeline.flow.simulate import simulate_survey
 from pipeline.io.store import list_datasets, open_imaging
+from pipeline.mock import simulate_survey
 from tests.reliability.support import assert_stores_equal, read_lock, summary_counts
 
 pytestmark = pytest.mark.timeout(400)

@@ -19,16 +19,15 @@ import pytest
 
 from pipeline.exc import ConfigError
 from pipeline.flow.cluster import cluster_client
-from pipeline.flow.config import (
+from pipeline.flow.config import config_from_dict, load_config
+from pipeline.flow.run import run_survey
+from pipeline.mock import simulate_survey
+from pipeline.operators import BatchGeometry, OperatorInputs, compute_rows
+from pipeline.operators.batching import (
     DEFAULT_MEMORY_BUDGET,
-    config_from_dict,
-    load_config,
     operator_batch_rows,
     operator_row_bytes,
 )
-from pipeline.flow.run import run_survey
-from pipeline.flow.simulate import simulate_survey
-from pipeline.operators import OperatorInputs, balanced_batch_rows, compute_rows
 from tests.reliability.support import set_manifest_column, write_config
 
 GiB = 2**30
@@ -80,7 +79,12 @@ def test_auto_batches_keep_a_large_operator_under_a_1gib_worker(tmp_path):
     assert budget_rows == GiB // 4 // 30_440
     n_batches = math.ceil(n / budget_rows)
     # the budget's rows, balanced over as many batches: never more rows than the budget allows
-    assert rows == balanced_batch_rows(n, budget_rows) == math.ceil(n / n_batches) <= budget_rows
+    assert (
+        rows
+        == BatchGeometry.balanced(n, budget_rows).batch_size
+        == math.ceil(n / n_batches)
+        <= budget_rows
+    )
     assert operator.attrs["n_batches"] == n_batches == summary.shards_computed >= 5
     # one batch of the whole operator would not fit in the worker at all
     assert n * operator_row_bytes((21, 21)) > GiB

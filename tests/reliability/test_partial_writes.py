@@ -14,8 +14,8 @@ import zarr
 from pipeline.exc import StoreError
 from pipeline.flow.cluster import cluster_client
 from pipeline.flow.config import LocalClusterConfig, load_config
-from pipeline.flow.run import plan_run, run_survey
-from pipeline.flow.simulate import simulate_survey
+from pipeline.flow.plan import plan_run
+from pipeline.flow.run import run_survey
 from pipeline.io.store import (
     batches_done,
     dataset_attrs,
@@ -24,6 +24,7 @@ from pipeline.io.store import (
     open_store,
     verify_dataset,
 )
+from pipeline.mock import simulate_survey
 
 BATCH = 400
 

@@ -17,8 +17,6 @@ import pytest
 import zarr
 
 from pipeline.exc import StoreError, UnsafeStoreError
-from pipeline.flow.simulate import simulate_survey
-from pipeline.imaging.simulator import simulate_lens
 from pipeline.io.store import (
     begin_dataset,
     create_store,
@@ -32,6 +30,7 @@ from pipeline.io.store import (
     write_dataset_arrays,
     write_imaging,
 )
+from pipeline.mock import simulate_lens, simulate_survey
 
 
 def snapshot(folder: Path) -> dict[str, str]:

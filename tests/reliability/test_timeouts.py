@@ -46,7 +46,7 @@ def _rewrite(manifest, change) -> None:
 
 @pytest.fixture
 def small_manifest(tmp_path):
-    from pipeline.flow.simulate import simulate_survey
+    from pipeline.mock import simulate_survey
 
     simulate_survey(tmp_path / "in", 3, seed=60, shape_range=(36, 36), psf_shapes=(5,))
     return tmp_path / "in" / "manifest.csv"

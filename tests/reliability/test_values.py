@@ -21,9 +21,9 @@ import numpy as np
 import zarr
 
 from pipeline.cli import main
-from pipeline.flow.simulate import simulate_survey
 from pipeline.io.fits import read_fits_array, write_fits_array
 from pipeline.io.store import dataset_attrs, list_datasets, open_imaging, open_operator
+from pipeline.mock import simulate_survey
 from pipeline.operators.reference import sparse_operator_dense
 from tests.reliability.support import write_config
 

@@ -18,8 +18,8 @@ from pipeline.exc import StoreError
 from pipeline.flow.cluster import cluster_client
 from pipeline.flow.config import LocalClusterConfig, load_config
 from pipeline.flow.run import run_survey
-from pipeline.flow.simulate import simulate_survey
 from pipeline.io.store import check_dataset, open_imaging
+from pipeline.mock import simulate_survey
 from tests.reliability.support import assert_stores_equal
 from tests.reliability.test_integrity import KINDS, flip_random_bit
 

@@ -75,6 +75,7 @@ from pipeline.io.store.recipe import (
     OperatorBatchInputs,
     StoreRecipe,
     cached_root,
+    configure_zarr_for_tasks,
     operator_batch_inputs,
 )
 from pipeline.io.store.records import (
@@ -129,6 +130,7 @@ __all__ = [
     "batches_done",
     "begin_dataset",
     "cached_root",
+    "configure_zarr_for_tasks",
     "check_dataset",
     "create_store",
     "damaged_batches",

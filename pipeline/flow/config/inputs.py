@@ -1,0 +1,184 @@
+"""Config models of what each dataset is made of: where its files are (``inputs``), its mask
+(``mask``) and its over-sampling (``over_sampling``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from pipeline.flow.config.base import (
+    MAX_ARCSEC,
+    Centre,
+    HduIndex,
+    SubSize,
+    _Model,
+    _sub_size,
+)
+
+__all__ = [
+    "AdaptiveOverSampling",
+    "AnnularMask",
+    "CircularMask",
+    "EllipticalMask",
+    "FileMask",
+    "FoldersInput",
+    "Inputs",
+    "ManifestInput",
+    "MaskConfig",
+    "MefBand",
+    "MefInput",
+    "OverSamplingConfig",
+    "RadialOverSampling",
+    "UniformOverSampling",
+]
+
+
+# ---------------------------------------------------------------------------------------- inputs
+class FoldersInput(_Model):
+    """One dataset per folder matching ``pattern`` under ``root``, with the same file names in
+    each folder. The dataset name is the folder name."""
+
+    kind: Literal["folders"] = "folders"
+    root: Path = Field(description="Folder holding one sub-folder per lens.")
+    pattern: str = Field("*", description="Glob of dataset folders under root.")
+    data: str = Field("data.fits", description="Image file name in each folder.")
+    noise_map: str = Field("noise_map.fits", description="Noise-map (RMS) file name.")
+    psf: str = Field("psf.fits", description="PSF file name.")
+    mask: str | None = Field(None, description="Optional mask FITS file name (non-zero = masked).")
+    data_hdu: HduIndex | str = 0
+    noise_map_hdu: HduIndex | str = 0
+    psf_hdu: HduIndex | str = 0
+    mask_hdu: HduIndex | str = 0
+
+
+class ManifestInput(_Model):
+    """A CSV with one row per dataset: columns ``name, data, noise_map, psf`` and optionally
+    ``data_hdu, noise_map_hdu, psf_hdu, mask, mask_hdu, pixel_scale, mask_radius,
+    mask_centre_y, mask_centre_x``. Paths are relative to the CSV's folder."""
+
+    kind: Literal["manifest"] = "manifest"
+    path: Path = Field(description="The manifest CSV file.")
+
+
+class MefBand(_Model):
+    """EXTNAMEs of one band's HDUs inside a multi-extension FITS cutout."""
+
+    data: str
+    noise_map: str
+    psf: str
+    mask: str | None = None
+
+
+class MefInput(_Model):
+    """Multi-extension FITS cutouts (e.g. Euclid MER: ``VIS_BGSUB``, ``VIS_RMS``, ``VIS_PSF``):
+    one dataset per file and band, named ``<file stem>_<band>``."""
+
+    kind: Literal["mef"] = "mef"
+    root: Path
+    pattern: str = "*.fits"
+    bands: dict[str, MefBand] = Field(min_length=1)
+
+
+Inputs = Annotated[FoldersInput | ManifestInput | MefInput, Field(discriminator="kind")]
+
+
+# ---------------------------------------------------------------------------------------- masks
+class CircularMask(_Model):
+    kind: Literal["circular"] = "circular"
+    radius: float = Field(gt=0, le=MAX_ARCSEC, description="arcsec")
+    centre: Centre = (0.0, 0.0)
+
+
+class AnnularMask(_Model):
+    kind: Literal["annular"] = "annular"
+    inner_radius: float = Field(ge=0, le=MAX_ARCSEC, description="arcsec")
+    outer_radius: float = Field(gt=0, le=MAX_ARCSEC, description="arcsec")
+    centre: Centre = (0.0, 0.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AnnularMask:
+        if self.inner_radius >= self.outer_radius:
+            raise ValueError("inner_radius must be smaller than outer_radius")
+        return self
+
+
+class EllipticalMask(_Model):
+    kind: Literal["elliptical"] = "elliptical"
+    major_axis_radius: float = Field(gt=0, le=MAX_ARCSEC, description="arcsec")
+    axis_ratio: float = Field(gt=0, le=1)
+    angle: float = Field(
+        0.0, ge=-360, le=360, description="Degrees counter-clockwise from +x (one turn either way)."
+    )
+    centre: Centre = (0.0, 0.0)
+
+
+class FileMask(_Model):
+    """Use each dataset's mask FITS file (folders ``mask:``, manifest ``mask`` column or MEF band
+    ``mask`` EXTNAME)."""
+
+    kind: Literal["file"] = "file"
+
+
+MaskConfig = Annotated[
+    CircularMask | AnnularMask | EllipticalMask | FileMask, Field(discriminator="kind")
+]
+
+
+# ---------------------------------------------------------------------------------------- sampling
+class UniformOverSampling(_Model):
+    kind: Literal["uniform"] = "uniform"
+    lp: SubSize = Field(
+        4,
+        description=_sub_size("Sub-pixels per axis of the light-profile grid"),
+    )
+    pixelization: SubSize = Field(
+        4,
+        description=_sub_size("Sub-pixels per axis of the pixelization grid"),
+    )
+
+
+class RadialOverSampling(_Model):
+    """Sizes by distance to the mask centre: ``sub_size_list[i]`` inside ``radial_list[i]``."""
+
+    kind: Literal["radial"] = "radial"
+    sub_size_list: list[SubSize] = Field(
+        min_length=1,
+        description=_sub_size("Sub-pixels per axis, innermost ring first"),
+    )
+    radial_list: list[Annotated[float, Field(ge=0, le=MAX_ARCSEC)]] = Field(min_length=0)
+    pixelization: SubSize = Field(
+        4,
+        description=_sub_size("Sub-pixels per axis of the pixelization grid"),
+    )
+
+    @model_validator(mode="after")
+    def _lengths(self) -> RadialOverSampling:
+        if len(self.radial_list) != len(self.sub_size_list) - 1:
+            raise ValueError("radial_list needs exactly one entry fewer than sub_size_list")
+        return self
+
+
+class AdaptiveOverSampling(_Model):
+    """Sizes by signal-to-noise: ``sub_size_upper`` where S/N > cut, else ``sub_size_lower``."""
+
+    kind: Literal["adaptive"] = "adaptive"
+    signal_to_noise_cut: float = Field(5.0, gt=0, le=10**12)
+    sub_size_lower: SubSize = Field(
+        2,
+        description=_sub_size("Sub-pixels per axis at or below the cut"),
+    )
+    sub_size_upper: SubSize = Field(
+        4,
+        description=_sub_size("Sub-pixels per axis above the cut"),
+    )
+    pixelization: SubSize = Field(
+        4,
+        description=_sub_size("Sub-pixels per axis of the pixelization grid"),
+    )
+
+
+OverSamplingConfig = Annotated[
+    UniformOverSampling | RadialOverSampling | AdaptiveOverSampling, Field(discriminator="kind")
+]

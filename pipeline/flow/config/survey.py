@@ -1,0 +1,108 @@
+"""The survey config as a whole (:class:`Config`): every section, the pixel scales, paths
+resolved against the config file's folder, and the settings recorded (and hashed) with each
+dataset."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from pipeline.flow.config.base import MAX_PIXEL_SCALE, _Model
+from pipeline.flow.config.cluster import ClusterConfig, LocalClusterConfig
+from pipeline.flow.config.inputs import Inputs, MaskConfig, OverSamplingConfig, UniformOverSampling
+from pipeline.flow.config.operator import OperatorConfig, OutputConfig, RunConfig
+from pipeline.operators.batching import task_memory_budget
+
+__all__ = ["Config"]
+
+
+class Config(_Model):
+    """A survey run."""
+
+    inputs: Inputs
+    pixel_scales: float | tuple[float, float] | Literal["header"] = Field(
+        description="Arcsec per pixel: a number, a pair `[sy, sx]`, or `header` to read each "
+        "file's `PIXSCAY`/`PIXSCAX` cards or its WCS. A manifest's `pixel_scale` column overrides "
+        "it. Positive, at most 3600 (one degree)."
+    )
+    mask: MaskConfig
+    over_sampling: OverSamplingConfig = Field(default_factory=UniformOverSampling)
+    sparse_operator: OperatorConfig = Field(default_factory=OperatorConfig)
+    output: OutputConfig
+    cluster: ClusterConfig = Field(default_factory=LocalClusterConfig)
+    run: RunConfig = Field(
+        default_factory=RunConfig,
+        description="Retries, tasks in flight and their deadline, progress bars.",
+    )
+    base_dir: Path = Field(Path("."), exclude=True, description="Folder of the config file.")
+
+    @field_validator("pixel_scales", mode="before")
+    @classmethod
+    def _form(cls, value):
+        def number(v) -> bool:
+            return isinstance(v, int | float) and not isinstance(v, bool)
+
+        if isinstance(value, str) and value != "header":
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if value == "header":
+            return value
+        if number(value) or (
+            isinstance(value, list | tuple) and len(value) == 2 and all(map(number, value))
+        ):
+            values = (value,) if number(value) else value
+            if not all(v > 0 and math.isfinite(v) for v in values):
+                raise ValueError("pixel scales must be positive and finite (arcsec per pixel)")
+            if not all(v <= MAX_PIXEL_SCALE for v in values):
+                raise ValueError(
+                    f"pixel scales must be at most {MAX_PIXEL_SCALE:g} arcsec per pixel (one "
+                    "degree)"
+                )
+            return value
+        raise ValueError("must be a number, a pair [sy, sx] or 'header' (arcsec per pixel)")
+
+    def path(self, value: str | os.PathLike) -> Path:
+        """Resolve a path of the config against the config file's folder."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    @property
+    def store_location(self) -> str:
+        """The store as a string: URLs unchanged, local paths resolved."""
+        store = self.output.store
+        return store if "://" in store else os.fspath(self.path(store))
+
+    def dataset_settings(self) -> dict[str, Any]:
+        """Settings that define a dataset's prepared arrays and operator (hashed per dataset:
+        a change refuses to resume over the old result)."""
+        return {
+            "pixel_scales": self.pixel_scales,
+            "mask": self.mask.model_dump(mode="json"),
+            "over_sampling": self.over_sampling.model_dump(mode="json"),
+            # the budget only groups rows into tasks (each dataset stores its batch size): not
+            # a setting of the result, and leaving it out keeps older stores' hashes valid
+            "sparse_operator": self.sparse_operator.model_dump(
+                mode="json", exclude={"memory_budget_mb"}
+            ),
+        }
+
+    def operator_memory_budget(self) -> int:
+        """Bytes one operator task may use when ``sparse_operator.batch_size`` is ``'auto'``
+        (:func:`~pipeline.operators.batching.task_memory_budget` of ``memory_budget_mb`` and an
+        explicit local ``cluster.memory_limit``)."""
+        worker_memory: int | None = None
+        cluster = self.cluster
+        if isinstance(cluster, LocalClusterConfig) and cluster.memory_limit not in ("auto", ""):
+            from dask.utils import parse_bytes
+
+            try:
+                worker_memory = parse_bytes(cluster.memory_limit)
+            except ValueError:
+                worker_memory = None
+        return task_memory_budget(self.sparse_operator.memory_budget_mb, worker_memory)

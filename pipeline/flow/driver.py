@@ -1,0 +1,453 @@
+"""The driver loop of a survey run: submit, track, retry, record.
+
+:class:`Driver` takes the plan of :func:`~pipeline.flow.plan.plan_run` and keeps at most
+``run.max_tasks_in_flight`` tasks submitted, so a survey of 100,000 datasets never becomes one
+giant graph. Operator batches of prepared datasets go before new prepares, so few datasets are
+half-done at any time. Each task has a deterministic key and ``run.retries`` retries (a lost
+worker's tasks are recomputed; writes are idempotent). It alone writes store metadata for the run
+(DESIGN §1, §5): finalize, failures, repairs and the run record.
+
+* isolation: a store error while recording one dataset's outcome is reported for that dataset
+  and the run goes on;
+* no endless wait (:mod:`pipeline.flow.watch`): a task running longer than ``run.task_timeout``
+  is cancelled, its worker removed from the cluster, and the task retried (``run.retries``) or its
+  dataset failed; no worker alive for ``cluster.start_timeout`` ends the run (exit 1, store
+  consistent);
+* signals (:mod:`pipeline.flow.signals`): a stop signal is checked between results; the run
+  stops submitting, cancels what is in flight and records the partial summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import logging
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any, cast
+
+from pipeline.exc import StoreError
+from pipeline.flow.discover import DatasetSpec
+from pipeline.flow.plan import RunPlan, RunSettings
+from pipeline.flow.signals import StopSignals
+from pipeline.flow.summary import Progress, RunSummary
+from pipeline.flow.tasks import (
+    BatchResult,
+    PrepareResult,
+    TaskFailure,
+    operator_batch_task,
+    prepare_task,
+)
+from pipeline.flow.watch import Watchdog, cluster_clock, drop_worker
+from pipeline.io.store import (
+    finalize_dataset,
+    mark_failed,
+    record_run_summary,
+    reopen_dataset,
+    reset_batches,
+)
+
+__all__ = ["Driver"]
+
+logger = logging.getLogger(__name__)
+
+
+_UNREACHABLE = object()  # a finished task whose worker does not hand its result over
+
+
+class _Stop(Exception):
+    """Ends the driver loop early: ``reason`` for the summary, ``code`` the exit status."""
+
+    def __init__(self, reason: str, code: int):
+        super().__init__(reason)
+        self.reason, self.code = reason, code
+
+
+class Driver:
+    """Runs a plan on a connected Dask ``client`` (``None``: nothing to submit) and writes the
+    outcomes to the open store ``root``, holding the run ``lock``; :meth:`run` returns the
+    summary."""
+
+    def __init__(
+        self,
+        settings: RunSettings,
+        client: Any,
+        root: Any,
+        plan: RunPlan,
+        run_id: str,
+        lock: Any,
+    ) -> None:
+        self.settings, self.client, self.root = settings, client, root
+        self.plan, self.lock = plan, lock
+        self.hash = settings.settings_hash[:12]
+        self.summary = RunSummary(
+            run_id=run_id,
+            store=settings.store.location,
+            started=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            datasets_total=plan.n_datasets,
+            skipped_complete=len(plan.skipped_complete),
+            resumed=len(plan.to_resume) + len(plan.to_finalize),
+            changed_inputs=len(plan.changed),
+            rebuilt=len(plan.rebuilt),
+            shards_skipped=plan.batches_already_done,
+            shards_damaged=sum(len(v) for v in plan.damaged.values()),
+        )
+        self.progress = Progress(settings.progress, plan.n_datasets)
+        self.remaining: dict[str, set[int]] = {}
+        self.timings: dict[str, dict[str, float]] = {}
+        self.failed: set[str] = set()
+        self.prepare_queue: deque[DatasetSpec] = deque(plan.to_prepare)
+        self.batch_queue: deque[tuple[str, int]] = deque()
+        self.in_flight = 0
+        self.task_names: dict[str, str] = {}
+        self.futures: dict[str, Any] = {}
+        self.tokens: dict[str, str | None] = dict(plan.tokens)
+        self.watchdog = Watchdog(
+            task_timeout=settings.task_timeout,
+            start_timeout=settings.start_timeout,
+            retries=settings.retries,
+        )
+        self.signals: StopSignals | None = None
+
+    # -------------------------------------------------------------------------------- outcomes
+    def _fail(self, name: str, message: str) -> None:
+        if name in self.failed:
+            return
+        self.failed.add(name)
+        self.remaining.pop(name, None)
+        self.summary.failed += 1
+        try:
+            mark_failed(self.root, name, message)
+        except (OSError, StoreError) as err:  # a full disk, a torn group: this dataset only
+            message += f" [not recorded in the store: {type(err).__name__}: {err}]"
+        self.summary.failures.append({"name": name, "message": message})
+        self.progress.dataset_done()
+
+    def _complete(self, name: str, *, verify_markers: bool = False) -> None:
+        try:
+            finalize_dataset(
+                self.root, name, timings=self.timings.get(name), verify_markers=verify_markers
+            )
+        except (OSError, StoreError) as err:  # StoreError is an OSError; ENOSPC too
+            self._fail(name, f"dataset {name!r}: could not be recorded complete: {err}")
+            return
+        self.summary.complete += 1
+        self.progress.dataset_done()
+
+    def _queue_batches(self, name: str, indexes: list[int]) -> None:
+        """Queue operator batches of a prepared dataset."""
+        self.remaining[name] = set(indexes)
+        self.progress.add_batches(len(indexes))
+        # depth first: this dataset's batches run before further prepares
+        self.batch_queue.extendleft((name, i) for i in reversed(indexes))
+
+    # -------------------------------------------------------------------------------- submission
+    def _next_tasks(self, n: int) -> tuple[list[tuple[str, int]], list[DatasetSpec]]:
+        """Up to ``n`` tasks to submit: operator batches of prepared datasets first (so few
+        datasets are half-done at any time), then prepares of new datasets."""
+        batches: list[tuple[str, int]] = []
+        prepares: list[DatasetSpec] = []
+        while len(batches) + len(prepares) < n and (self.batch_queue or self.prepare_queue):
+            if self.batch_queue:
+                name, index = self.batch_queue.popleft()
+                if name not in self.failed:
+                    batches.append((name, index))
+                continue
+            prepares.append(self.prepare_queue.popleft())
+        return batches, prepares
+
+    def _fill(self, pending: Any) -> None:
+        """Top up the submitted tasks to ``run.max_tasks_in_flight``, in groups: one
+        ``client.map`` per kind of task is one graph update for the scheduler, where a submit per
+        task costs one each (measured: ~0.5 ms of the driver's CPU per task)."""
+        limit = self.settings.max_tasks_in_flight
+        free = limit - self.in_flight
+        if free < max(1, limit // 8) and self.in_flight > 0:
+            return  # enough queued on the workers: wait for a larger group of free slots
+        batches, prepares = self._next_tasks(free)
+        settings = self.settings
+        futures = []
+        if batches:
+            keys = [f"op-{name}-{self.hash}-{index}" for name, index in batches]
+            n = len(batches)
+            futures += self.client.map(
+                operator_batch_task,
+                [settings.store] * n,
+                [name for name, _ in batches],
+                [index for _, index in batches],
+                [settings.backend] * n,
+                [self.tokens.get(name) for name, _ in batches],
+                key=keys,
+                retries=settings.retries,
+                pure=False,
+            )
+            self.task_names.update(zip(keys, (name for name, _ in batches), strict=True))
+        if prepares:
+            keys = [f"prepare-{spec.name}-{self.hash}" for spec in prepares]
+            n = len(prepares)
+            futures += self.client.map(
+                prepare_task,
+                prepares,
+                [settings.prepare] * n,
+                [settings.store] * n,
+                [settings.batch_size] * n,
+                [settings.storage] * n,
+                [settings.backend] * n,
+                key=keys,
+                retries=settings.retries,
+                pure=False,
+            )
+            self.task_names.update(zip(keys, (spec.name for spec in prepares), strict=True))
+        pending.update(futures)
+        self.futures.update((future.key, future) for future in futures)
+        self.in_flight += len(futures)
+
+    # -------------------------------------------------------------------------------- results
+    def _on_prepared(self, result: PrepareResult) -> None:
+        name = result.name
+        first = result.first_batch
+        self.summary.add_prepared(result)
+        # the same meaning as the task's own record: loading and preparing (not the group write,
+        # which the summary counts under store writes); finalize writes this over it
+        self.timings[name] = {"prepare_seconds": result.load_seconds}
+        if first is not None:
+            self.progress.add_batches(1)
+            self._account_batch(first)
+        if result.complete:
+            # nothing was left to compute (no operator, or its only batch came with the prepare
+            # task): the task recorded the dataset complete
+            self.summary.complete += 1
+            self.progress.dataset_done()
+            return
+        self.tokens[name] = result.metadata.get("token")
+        self._queue_batches(name, list(range(0 if first is None else 1, result.n_batches)))
+
+    def _account_batch(self, result: BatchResult) -> None:
+        self.summary.add_batch(result)
+        timing = self.timings.setdefault(result.name, {})
+        timing["operator_seconds"] = timing.get("operator_seconds", 0.0) + result.wall_seconds
+        self.progress.batch_done()
+
+    def _on_batch(self, result: BatchResult) -> None:
+        self._account_batch(result)
+        left = self.remaining.get(result.name)
+        if left is None:
+            return
+        left.discard(result.batch_index)
+        if not left:
+            del self.remaining[result.name]
+            self._complete(result.name)
+
+    def _fetch(self, future: Any) -> Any:
+        """A finished task's result, or :data:`_UNREACHABLE` if the worker holding it does not
+        answer within ``run.task_timeout`` (capped at a minute: a result is a few hundred
+        bytes). A result lives on the worker that computed it: without a deadline, a worker
+        stopped right after its task finished would hold the driver forever."""
+        try:
+            return future.result(timeout=min(self.settings.task_timeout, 60.0))
+        except TimeoutError:
+            return _UNREACHABLE
+
+    def _recompute(self, future: Any, pending: Any) -> None:
+        """Remove the workers holding an unreachable result; Dask then computes the task again
+        (a client still wants it), and the future comes back through ``pending``."""
+        self.summary.tasks_timed_out += 1
+        holders = self.client.who_has([future]).get(future.key, ())
+        logger.warning(
+            "the result of task %s is held by unresponsive worker(s) %s: removing them and "
+            "computing it again",
+            future.key,
+            list(holders),
+        )
+        for address in holders:
+            self._drop_worker(address)
+        pending.add(future)
+        self.in_flight += 1
+
+    def _on_done(self, future: Any, pending: Any = None) -> bool:
+        """Handle a task that ended; False if its result could not be fetched (it is being
+        computed again, and the future is pending again)."""
+        result = self._fetch(future) if future.status == "finished" else None
+        if result is _UNREACHABLE and pending is not None:
+            self._recompute(future, pending)
+            return False
+        name = self.task_names.pop(future.key)
+        self.futures.pop(future.key, None)
+        if result is _UNREACHABLE:
+            self._fail(name, f"dataset {name!r}: the result of task {future.key} is unreachable")
+            return True
+        if future.status != "finished":
+            # an exception raised after its retries, or cancelled
+            if future.status == "error":
+                error = future.exception()
+                reason = f"failed: {type(error).__name__}: {error}"
+            else:
+                reason = f"ended with status {future.status!r}"
+            self._fail(name, f"dataset {name!r}: task {future.key} {reason}")
+            return True
+        if isinstance(result, TaskFailure):
+            self._fail(result.name, result.message)
+        elif isinstance(result, PrepareResult):
+            self._on_prepared(result)
+        else:
+            self._on_batch(cast(BatchResult, result))
+        return True
+
+    # -------------------------------------------------------------------------------- the run
+    def run(self, signals: StopSignals | None = None) -> RunSummary:
+        self.signals = signals
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
+        try:
+            for name, message in self.plan.problems:
+                # unsafe or duplicate names cannot (or must not) be written under that name; a
+                # duplicate's name is also that of the entry kept, which must still run: the
+                # problem is reported without marking that name failed
+                self.summary.failed += 1
+                self.summary.failures.append({"name": name, "message": message})
+                self.progress.dataset_done()
+            for _ in self.plan.skipped_complete:
+                self.progress.dataset_done()
+            for name in self.plan.to_finalize:
+                self._complete(name, verify_markers=True)
+            for name, damaged in self.plan.damaged.items():
+                try:
+                    # status first: a driver dying in between leaves a 'prepared' dataset,
+                    # whose batches the next resume checks again
+                    if name in self.plan.reopen:
+                        reopen_dataset(self.root, name, damaged)
+                    # the store must not claim them done while they are recomputed
+                    reset_batches(self.root, name, damaged)
+                except (OSError, StoreError) as err:
+                    self._fail(name, f"dataset {name!r}: cannot reopen it for repair: {err}")
+            for name, missing in self.plan.to_resume.items():
+                if name not in self.failed:
+                    self._queue_batches(name, missing)
+            # nothing to submit (a plain resume of a complete store): no client was started
+            if self.client is not None:
+                self._loop()
+        except _Stop as stop:
+            self.summary.stopped, self.summary.stop_code = stop.reason, stop.code
+            self._cancel_in_flight()
+        finally:
+            self.progress.close()
+        self.summary.cpu_seconds += time.process_time() - start_cpu
+        self.summary.wall_seconds = time.perf_counter() - start_wall
+        self._record()
+        return self.summary
+
+    def _loop(self) -> None:
+        from distributed import as_completed
+
+        # the loop is this client's: without it, as_completed takes the default client's,
+        # which need not be ours
+        pending = as_completed([], loop=self.client.loop)
+        self._fill(pending)
+        while True:
+            self._check()
+            # every task that finished while the previous ones were handled
+            ready = self._ready(pending)
+            if ready is None:
+                return
+            self.in_flight -= len(ready)
+            for future in ready:
+                if self._on_done(future, pending):
+                    future.release()
+            self._fill(pending)
+
+    def _ready(self, pending: Any) -> list | None:
+        """Finished futures (``[]`` after the watchdog's period without any, or as soon as a
+        stop signal arrived), ``None`` when nothing is pending."""
+        deadline = time.monotonic() + self.watchdog.every
+        # notified by as_completed on every result (the condition its own iterator waits on)
+        condition = getattr(pending, "thread_condition", None) or threading.Condition()
+        while not pending.has_ready():
+            if pending.is_empty():
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (self.signals and self.signals.received):
+                return []
+            with condition:
+                condition.wait(timeout=min(remaining, 0.1))
+        return pending.next_batch(block=False)
+
+    def _check(self) -> None:
+        """Between results: a stop signal, the lock, and (every few seconds) the workers and
+        the tasks' deadlines."""
+        if self.signals is not None and self.signals.received is not None:
+            name = signal.Signals(self.signals.received).name
+            raise _Stop(f"interrupted by {name}", 128 + self.signals.received)
+        if self.lock.lost:
+            raise StoreError(
+                f"run {self.summary.run_id} lost the store's run lock to another run (this "
+                "driver stalled longer than the stale-lock time); stopping. The store is "
+                "consistent: re-run once the other run has finished"
+            )
+        now = time.monotonic()
+        if self.watchdog.due(now):
+            self._watch(now)
+
+    def _watch(self, now: float) -> None:
+        """Workers able to run tasks (none for ``cluster.start_timeout`` ends the run) and the
+        tasks' deadlines: a task held past ``run.task_timeout`` is taken from its worker (the
+        worker is removed, so Dask retries the task elsewhere), at most ``run.retries`` times;
+        then its dataset fails."""
+        try:
+            clock = self.client.run_on_scheduler(cluster_clock)
+        except Exception:  # noqa: BLE001 - a scheduler without lenspipe: count workers only
+            clock = {"running": len(self.client.nthreads()), "held": {}}
+        if self.watchdog.no_worker_for_too_long(clock["running"], now):
+            raise _Stop(
+                f"no Dask worker was alive for {self.settings.start_timeout:g} s "
+                "(cluster.start_timeout): the workers could not start or all died (a "
+                "memory_limit below what a worker needs? batch jobs that never start, or a "
+                "failing job submission: see the scheduler's log). The store is consistent: fix "
+                "the cluster and re-run to resume",
+                1,
+            )
+        timeout = self.settings.task_timeout
+        for late in self.watchdog.overdue(clock["held"], self.futures):
+            self.summary.tasks_timed_out += 1
+            name = self.task_names[late.key]
+            logger.warning(
+                "task %s was held %.0f s by worker %s (run.task_timeout %g s): removing that "
+                "worker",
+                late.key,
+                late.seconds,
+                late.address,
+                timeout,
+            )
+            if late.give_up:
+                self.client.cancel([self.futures[late.key]])
+                self._fail(
+                    name,
+                    f"dataset {name!r}: task {late.key} was held longer than run.task_timeout "
+                    f"({timeout:g} s) by a worker {late.count} time(s) (a stopped or stuck "
+                    "worker, or a task that needs more time: raise run.task_timeout)",
+                )
+            self._drop_worker(late.address)
+
+    def _drop_worker(self, address: str) -> None:
+        with contextlib.suppress(Exception):  # already gone: nothing to remove
+            self.client.run_on_scheduler(drop_worker, address)
+
+    def _cancel_in_flight(self) -> None:
+        """Cancel every submitted task (a run stopped early); writes already made stay valid:
+        markers and statuses are written last."""
+        futures = list(self.futures.values())
+        self.futures.clear()
+        if futures and self.client is not None:
+            with contextlib.suppress(Exception):
+                self.client.cancel(futures)
+
+    def _record(self) -> None:
+        try:
+            record_run_summary(self.root, self.summary.run_id, self.summary.to_dict())
+        except (OSError, StoreError) as err:  # a full disk must not hide the summary
+            logger.error("could not record run %s in the store: %s", self.summary.run_id, err)
+            print(
+                f"warning: the run record could not be written to the store ({err})",
+                file=sys.stderr,
+            )

@@ -1,0 +1,191 @@
+"""Config + dataset spec -> :class:`~pipeline.imaging.Imaging`: load a dataset's FITS files,
+check them, mask them (every mask kind, with the manifest's per-dataset overrides) and over-sample
+them (every over-sampling kind).
+
+Pure: it reads the dataset's files and nothing else (no Dask, no store); the prepare task
+(:func:`pipeline.flow.tasks.prepare_task`) writes what it returns. Every error is a
+:class:`~pipeline.exc.DatasetError` naming the dataset and, where it comes from a file, the file
+and HDU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from pipeline.exc import DatasetError, InvalidValueError, KernelError
+from pipeline.flow.config import (
+    AdaptiveOverSampling,
+    AnnularMask,
+    CircularMask,
+    Config,
+    EllipticalMask,
+    FileMask,
+    MaskConfig,
+    OverSamplingConfig,
+    RadialOverSampling,
+)
+from pipeline.flow.discover import DatasetSpec
+from pipeline.imaging import (
+    Array2D,
+    Convolver,
+    Imaging,
+    Mask2D,
+    over_sample_size_via_adapt_from,
+    over_sample_size_via_radial_bins_from,
+)
+from pipeline.imaging.geometry import as_pixel_scales
+
+__all__ = ["PrepareSettings", "prepare_imaging"]
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """The parts of the config that make a dataset (picklable, small); ``recorded``: the
+    settings written with each dataset (their hash tells a resume whether they changed)."""
+
+    pixel_scales: float | tuple[float, float] | Literal["header"]
+    mask: MaskConfig
+    over_sampling: OverSamplingConfig
+    recorded: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: Config) -> PrepareSettings:
+        return cls(
+            config.pixel_scales, config.mask, config.over_sampling, config.dataset_settings()
+        )
+
+
+def _mask_for(
+    spec: DatasetSpec,
+    settings: PrepareSettings,
+    shape: tuple[int, int],
+    scales: tuple[float, float],
+) -> Mask2D:
+    config = settings.mask
+    if isinstance(config, FileMask):
+        if spec.mask is None:
+            raise DatasetError(
+                f"mask.kind is 'file' but the dataset of data '{spec.data.path}' has no mask file "
+                "(folders: mask:, manifest: mask column, MEF: band mask EXTNAME)"
+            )
+        mask = Mask2D.from_fits(spec.mask.path, scales, hdu=spec.mask.hdu)
+        if mask.shape_native != shape:
+            raise DatasetError(
+                f"mask file '{spec.mask.path}' HDU {spec.mask.hdu!r} has shape {mask.shape_native} "
+                f"but the data are {shape}"
+            )
+        return mask
+    centre = spec.mask_centre or config.centre
+    if isinstance(config, CircularMask):
+        return Mask2D.circular(shape, scales, spec.mask_radius or config.radius, centre=centre)
+    if isinstance(config, AnnularMask):
+        outer = spec.mask_radius or config.outer_radius
+        return Mask2D.circular_annular(shape, scales, config.inner_radius, outer, centre=centre)
+    if isinstance(config, EllipticalMask):
+        return Mask2D.elliptical(
+            shape,
+            scales,
+            spec.mask_radius or config.major_axis_radius,
+            config.axis_ratio,
+            config.angle,
+            centre=centre,
+        )
+    raise DatasetError(f"unsupported mask settings {config!r}")
+
+
+def _describe_mask(spec: DatasetSpec, settings: PrepareSettings) -> str:
+    """The mask as the user specified it: its file, or its kind and parameters (with the
+    dataset's manifest overrides)."""
+    config = settings.mask
+    if isinstance(config, FileMask):
+        file = spec.mask
+        return f"file '{file.path}' HDU {file.hdu!r}" if file is not None else "file"
+    params = config.model_dump(exclude={"kind"})
+    if spec.mask_centre:
+        params["centre"] = tuple(spec.mask_centre)
+    if spec.mask_radius:
+        key = {"circular": "radius", "annular": "outer_radius"}.get(
+            config.kind, "major_axis_radius"
+        )
+        params[key] = spec.mask_radius
+    return f"{config.kind} ({', '.join(f'{k}={v}' for k, v in params.items())}; arcsec)"
+
+
+def prepare_imaging(spec: DatasetSpec, settings: PrepareSettings) -> Imaging:
+    """Load, validate, mask and over-sample one dataset (a pure function of its files).
+
+    Only unmasked pixels are validated (NaN borders outside the mask are fine), noise included
+    for the operator: ``1/sigma**2`` must be a finite normal float64
+    (:func:`~pipeline.operators.precision.inverse_variance_from`); every error names the dataset
+    and, where it comes from a file, the file and HDU.
+    """
+    from pipeline.io.fits import pixel_scales_from_header, read_fits_array
+    from pipeline.operators.precision import inverse_variance_from
+
+    name = spec.name
+    data = read_fits_array(spec.data.path, spec.data.hdu, dataset=name)
+    noise = read_fits_array(spec.noise_map.path, spec.noise_map.hdu, dataset=name)
+    kernel = read_fits_array(spec.psf.path, spec.psf.hdu, dataset=name)
+    if data.shape != noise.shape:
+        raise DatasetError(
+            f"data '{spec.data.path}' HDU {spec.data.hdu!r} is {data.shape} but noise map "
+            f"'{spec.noise_map.path}' HDU {spec.noise_map.hdu!r} is {noise.shape}"
+        )
+    pixel_scales = spec.pixel_scales or settings.pixel_scales
+    if pixel_scales == "header":
+        pixel_scales = pixel_scales_from_header(spec.data.path, spec.data.hdu, dataset=name)
+    scales = as_pixel_scales(
+        tuple(pixel_scales) if isinstance(pixel_scales, list) else pixel_scales
+    )
+    mask = _mask_for(spec, settings, data.shape, scales)
+    if mask.pixels_in_mask == 0:
+        raise DatasetError(
+            f"the mask {_describe_mask(spec, settings)} leaves no unmasked pixel of data "
+            f"'{spec.data.path}' HDU {spec.data.hdu!r} ({data.shape[0]}x{data.shape[1]} pixels "
+            f"of {scales[0]:g}x{scales[1]:g} arcsec)"
+        )
+    try:
+        psf = Convolver(kernel, pixel_scales=scales)
+    except KernelError as err:
+        raise DatasetError(f"PSF '{spec.psf.path}' HDU {spec.psf.hdu!r}: {err}") from None
+    try:
+        masked = Imaging(
+            Array2D(data, mask),
+            Array2D(noise, mask),
+            psf,
+            over_sample_size_lp=1,
+            over_sample_size_pixelization=1,
+            name=name,
+        )
+        # W needs 1/sigma**2 as a finite normal float64 at every unmasked pixel: refuse here,
+        # naming the files, rather than compute inf/0 weights (issue 11)
+        inverse_variance_from(
+            masked.noise_map.native, np.asarray(mask), label=f"dataset {name!r}: the noise map"
+        )
+    except KernelError as err:
+        raise DatasetError(f"PSF '{spec.psf.path}' HDU {spec.psf.hdu!r}: {err}") from None
+    except InvalidValueError as err:
+        files = f"data '{spec.data.path}', noise map '{spec.noise_map.path}'"
+        raise DatasetError(f"{err} ({files})") from None
+    over = settings.over_sampling
+    lp: Array2D | int
+    if isinstance(over, RadialOverSampling):
+        lp = over_sample_size_via_radial_bins_from(
+            masked.grid, over.sub_size_list, over.radial_list, centre_list=[mask.mask_centre]
+        )
+    elif isinstance(over, AdaptiveOverSampling):
+        lp = over_sample_size_via_adapt_from(
+            masked.data,
+            masked.noise_map,
+            over.signal_to_noise_cut,
+            over.sub_size_lower,
+            over.sub_size_upper,
+        )
+    else:
+        lp = over.lp
+    return masked.apply_over_sampling(
+        over_sample_size_lp=lp, over_sample_size_pixelization=over.pixelization
+    )
