@@ -81,7 +81,7 @@ class RunSettings:
             settings_hash=settings_hash(prepare.recorded),
             backend=op.backend if op.enabled else None,
             batch_size=batch_size,
-            storage=OperatorStorage(op.dtype, op.codec, op.level, op.keep_bits, op.shuffle),
+            storage=op.storage(),
             verify=config.run.verify if verify is None else verify,
             progress=config.run.progress if progress is None else progress,
             retries=config.run.retries,

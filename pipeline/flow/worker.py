@@ -31,7 +31,10 @@ WORKER_ENVIRONMENT: dict[str, str] = {
     "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
     # for workers started by a job script (SLURM/PBS); see WORKER_DASK_CONFIG
     "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
-    "DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_": "None",
+    # Dask lowercases the keys below a DASK_* variable's path (..._MALLOC_TRIM_THRESHOLD_ would set
+    # a key "malloc_trim_threshold_" beside Dask's own): the whole mapping is given instead, and
+    # Dask merges it into its defaults (OMP/MKL/OPENBLAS = 1 are kept)
+    "DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON": '{"MALLOC_TRIM_THRESHOLD_": None}',
 }
 
 WORKER_DASK_CONFIG: dict[str, Any] = {

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from pipeline.exc import StoreError
 from pipeline.flow.config.base import (
     MAX_SECONDS,
     Int,
@@ -17,6 +18,9 @@ from pipeline.flow.config.base import (
 )
 
 __all__ = ["OperatorConfig", "OutputConfig", "RunConfig"]
+
+if TYPE_CHECKING:
+    from pipeline.io.store import OperatorStorage
 
 
 # ---------------------------------------------------------------------------------------- operator
@@ -52,12 +56,19 @@ class OperatorConfig(_Model):
 
     @model_validator(mode="after")
     def _storage(self) -> OperatorConfig:
-        # caught here, not when the first operator batch fails to write
-        if self.codec == "lz4" and self.level > 9:
-            raise ValueError(f"level {self.level} is too high for codec lz4: use 0-9 (zstd: 0-22)")
-        if self.keep_bits is not None and self.dtype == "float32" and self.keep_bits > 23:
-            raise ValueError(f"keep_bits {self.keep_bits} exceeds the 23 mantissa bits of float32")
+        # caught here, not when the first operator batch fails to write; the rules live with
+        # the storage settings themselves (pipeline.io.store.OperatorStorage)
+        try:
+            self.storage()
+        except StoreError as err:
+            raise ValueError(str(err)) from None
         return self
+
+    def storage(self) -> OperatorStorage:
+        """The store's encoding of these settings (validated there)."""
+        from pipeline.io.store import OperatorStorage
+
+        return OperatorStorage(self.dtype, self.codec, self.level, self.keep_bits, self.shuffle)
 
 
 class OutputConfig(_Model):

@@ -135,11 +135,16 @@ def last_run(location: StoreLike, *, storage_options: dict | None = None) -> dic
 def survey_attrs(
     location: StoreLike, *, storage_options: dict | None = None
 ) -> tuple[dict[str, dict], dict]:
-    """(``{name: attributes}`` of every readable dataset group, sorted by name; the last run's
-    summary, ``{}`` if none): what a survey overview shows. Reads through zarr's groups: an
-    unreadable dataset raises (see :func:`scan_datasets` for a scan that never does)."""
-    root = open_store(location, storage_options=storage_options)
-    datasets = root[DATASETS]
-    attrs = {name: dict(datasets[name].attrs) for name in sorted(datasets.group_keys())}  # type: ignore[union-attr]
+    """(``{name: attributes}`` of every child of ``datasets/``, sorted by name; the last run's
+    summary, ``{}`` if none): what a survey overview shows. A dataset that cannot be read (see
+    :func:`scan_datasets`) is listed as ``{"status": "damaged", "error": why}``, so one torn
+    group never hides the others."""
+    root = as_root(location, storage_options)
+    attrs: dict[str, dict] = {}
+    for name, found in sorted(scan_datasets(root).items()):
+        if isinstance(found, StoreError):
+            attrs[name] = {"status": DAMAGED.value, "error": str(found)}
+        else:
+            attrs[name] = found
     root_attrs: dict[str, Any] = dict(root.attrs)
     return attrs, dict(root_attrs.get(LAST_RUN_ATTR) or {})

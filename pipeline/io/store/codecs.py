@@ -40,6 +40,9 @@ def checksum_only() -> list[Any]:
     return [Crc32cCodec()]
 
 
+_HIGHEST_LEVEL = {"lz4": 9, "zstd": 22}
+
+
 @dataclass(frozen=True)
 class OperatorStorage:
     """How operator values are stored.
@@ -56,7 +59,7 @@ class OperatorStorage:
         21x21-PSF operator in float64: lz4 1.25x at 620-750 MB/s, zstd level 1 1.24x at ~300 MB/s,
         zstd level 3 1.56x at ~180 MB/s (table in docs/store-schema.md).
     level
-        Compression level (zstd 1-22, lz4 1-9).
+        Compression level: lz4 0-9, zstd 0-22 (ignored for ``"none"``).
     shuffle
         Byte-shuffle before LZ4 (Blosc). Off by default: on operator values it gains ~2% in size
         and costs ~40% in speed (the compressible part is the zero entries of masked neighbours).
@@ -78,9 +81,21 @@ class OperatorStorage:
             raise StoreError(f"operator dtype must be 'float64' or 'float32', got {self.dtype!r}")
         if self.codec not in ("lz4", "zstd", "none"):
             raise StoreError(f"codec must be 'lz4', 'zstd' or 'none', got {self.codec!r}")
+        if isinstance(self.level, bool) or not isinstance(self.level, int | np.integer):
+            raise StoreError(f"level must be an integer, got {self.level!r}")
+        highest = _HIGHEST_LEVEL.get(self.codec)
+        if highest is not None and not 0 <= self.level <= highest:
+            raise StoreError(
+                f"level {self.level} is out of range for codec {self.codec}: use 0-{highest} "
+                "(lz4: 0-9, zstd: 0-22)"
+            )
         if self.keep_bits is not None:
             mantissa = 52 if self.dtype == "float64" else 23
-            if not 1 <= self.keep_bits <= mantissa:
+            if (
+                isinstance(self.keep_bits, bool)
+                or not isinstance(self.keep_bits, int | np.integer)
+                or not 1 <= self.keep_bits <= mantissa
+            ):
                 raise StoreError(
                     f"keep_bits must be in [1, {mantissa}] for {self.dtype}, got {self.keep_bits}"
                 )

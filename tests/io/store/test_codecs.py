@@ -73,15 +73,46 @@ def test_refused_naming_the_bad_value(options, message):
     assert message in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OperatorStorage does not check level (the config does): lz4 level 50 is accepted and "
-    "its first write fails with 'RuntimeError: error during blosc compression: -10'",
+@pytest.mark.parametrize(
+    ("codec", "level"), [("lz4", 50), ("lz4", 10), ("lz4", -3), ("zstd", 99), ("zstd", 23)]
 )
-@pytest.mark.parametrize(("codec", "level"), [("lz4", 50), ("lz4", -3), ("zstd", 99)])
 def test_out_of_range_levels_are_refused(codec, level):
-    with pytest.raises(StoreError, match=str(level)):
+    with pytest.raises(StoreError, match=f"level {level} is out of range for codec {codec}"):
         OperatorStorage(codec=codec, level=level)
+
+
+@pytest.mark.parametrize(("codec", "level"), [("lz4", 0), ("lz4", 9), ("zstd", 0), ("zstd", 22)])
+def test_levels_at_the_edges_are_accepted(codec, level):
+    assert OperatorStorage(codec=codec, level=level).compressors()[0].to_dict()["configuration"]
+
+
+def test_non_integer_settings_are_refused():
+    with pytest.raises(StoreError, match="level must be an integer"):
+        OperatorStorage(level=1.5)  # type: ignore[arg-type]
+    with pytest.raises(StoreError, match="level must be an integer"):
+        OperatorStorage(level=True)
+    with pytest.raises(StoreError, match="keep_bits must be in"):
+        OperatorStorage(keep_bits=True)
+
+
+def test_the_config_refuses_what_the_storage_refuses(tmp_path):
+    from pipeline.exc import ConfigError
+    from pipeline.flow.config import config_from_dict
+
+    base = {
+        "inputs": {"kind": "folders", "root": "."},
+        "pixel_scales": 0.1,
+        "mask": {"kind": "circular", "radius": 1.0},
+        "output": {"store": "s.zarr"},
+    }
+    for bad, message in [
+        ({"codec": "lz4", "level": 10}, "level 10 is out of range for codec lz4"),
+        ({"dtype": "float32", "keep_bits": 30}, "keep_bits must be in \\[1, 23\\] for float32"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            config_from_dict({**base, "sparse_operator": bad}, tmp_path)
+    ok = config_from_dict({**base, "sparse_operator": {"codec": "zstd", "level": 22}}, tmp_path)
+    assert ok.sparse_operator.storage() == OperatorStorage(codec="zstd", level=22)
 
 
 def test_compressors_end_in_a_checksum():
