@@ -15,8 +15,9 @@ import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
 from pipeline.exc import ArrayError
+from pipeline.imaging.frames import resized_array_from
 from pipeline.imaging.geometry import as_pixel_scales
-from pipeline.imaging.mask import Mask2D, resized_array_from
+from pipeline.imaging.mask import Mask2D
 
 __all__ = ["Array2D"]
 

@@ -31,8 +31,9 @@ import scipy.sparse as sp
 
 from pipeline.exc import ArrayError, KernelError
 from pipeline.imaging.arrays import Array2D
+from pipeline.imaging.frames import blurring_mask_from, required_shape_for_kernel
 from pipeline.imaging.geometry import as_pixel_scales, pixel_centre_coordinates
-from pipeline.imaging.mask import Mask2D, blurring_mask_from, required_shape_for_kernel
+from pipeline.imaging.mask import Mask2D
 
 __all__ = ["Convolver", "convolution_matrix_from"]
 

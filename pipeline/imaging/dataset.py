@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.exc import DatasetError, InvalidValueError, KernelError, MaskError, OverSamplingError
+from pipeline.exc import DatasetError, KernelError, MaskError, OverSamplingError
 from pipeline.imaging.arrays import Array2D
+from pipeline.imaging.checks import check_finite, check_positive, checked_covariance
 from pipeline.imaging.convolver import Convolver
 from pipeline.imaging.grids import Grid2D, GridsDataset
 from pipeline.imaging.mask import Mask2D
@@ -105,7 +106,7 @@ class Imaging:
                 )
         mask = data.mask
         self.data = data
-        self.noise_covariance_matrix = _checked_covariance(noise_covariance_matrix, mask, label)
+        self.noise_covariance_matrix = checked_covariance(noise_covariance_matrix, mask, label)
         if noise_map is None:
             if self.noise_covariance_matrix is None:
                 raise DatasetError(
@@ -124,11 +125,11 @@ class Imaging:
         if not np.array_equal(np.asarray(noise_map.mask), np.asarray(mask)):
             noise_map = Array2D(noise_map.native, mask)
         self.noise_map = noise_map
-        _check_finite(data, "data", label)
-        _check_finite(noise_map, "noise_map", label)
+        check_finite(data, "data", label)
+        check_finite(noise_map, "noise_map", label)
         self.check_noise_map = check_noise_map
         if check_noise_map:
-            _check_positive(noise_map, label)
+            check_positive(noise_map, label)
 
         self.over_sample_size_lp = over_sample_size_from(
             over_sample_size_lp, mask, f"{label}: over_sample_size_lp"
@@ -462,46 +463,3 @@ class Imaging:
         if self.noise_covariance_matrix is None:
             raise DatasetError(f"{self._label()}: there is no noise_covariance_matrix to invert")
         return np.linalg.inv(self.noise_covariance_matrix)
-
-
-def _first_bad_pixel(array: Array2D, bad: np.ndarray) -> tuple[int, int, float]:
-    index = int(np.flatnonzero(bad)[0])
-    row, col = array.mask.native_for_slim[index]
-    return int(row), int(col), float(array.slim[index])
-
-
-def _check_finite(array: Array2D, what: str, label: str) -> None:
-    bad = ~np.isfinite(np.asarray(array.slim, dtype=np.float64))
-    if bad.any():
-        row, col, value = _first_bad_pixel(array, bad)
-        raise InvalidValueError(
-            f"{label}: {what} has {int(bad.sum())} non-finite values at unmasked pixels "
-            f"(first: {value} at row {row}, col {col}); mask those pixels or fix the input"
-        )
-
-
-def _check_positive(noise_map: Array2D, label: str) -> None:
-    bad = np.asarray(noise_map.slim) <= 0.0
-    if bad.any():
-        row, col, value = _first_bad_pixel(noise_map, bad)
-        raise InvalidValueError(
-            f"{label}: the noise_map has {int(bad.sum())} values <= 0 at unmasked pixels "
-            f"(first: {value} at row {row}, col {col}); noise must be positive where the data are "
-            "used: mask those pixels or pass check_noise_map=False"
-        )
-
-
-def _checked_covariance(covariance, mask: Mask2D, label: str) -> np.ndarray | None:
-    if covariance is None:
-        return None
-    cov = np.array(covariance, dtype=np.float64)
-    n = mask.pixels_in_mask
-    if cov.shape != (n, n):
-        raise DatasetError(
-            f"{label}: noise_covariance_matrix has shape {cov.shape}; it must be ({n}, {n}), one "
-            "row and column per unmasked pixel in slim (row-major) order"
-        )
-    if not np.all(np.isfinite(cov)):
-        raise InvalidValueError(f"{label}: noise_covariance_matrix has non-finite values")
-    cov.flags.writeable = False
-    return cov

@@ -15,16 +15,22 @@ Conventions (same as PyAutoArray):
 from __future__ import annotations
 
 import os
-import warnings
 from functools import cached_property
 
 import numpy as np
-from scipy.ndimage import binary_dilation
 
-from pipeline.exc import MaskError, MaskPaddedWarning
+from pipeline.exc import MaskError
+from pipeline.imaging.frames import (
+    blurring_mask_from,
+    check_axis_ratio,
+    distance_squared,
+    elliptical_radius,
+    resized_array_from,
+    shape_pair,
+)
 from pipeline.imaging.geometry import as_pair, as_pixel_scales, scaled_coordinates_of
 
-__all__ = ["Mask2D", "blurring_mask_from", "required_shape_for_kernel", "resized_array_from"]
+__all__ = ["Mask2D"]
 
 
 class Mask2D(np.ndarray):
@@ -85,7 +91,7 @@ class Mask2D(np.ndarray):
         invert: bool = False,
     ) -> Mask2D:
         """A mask with every pixel unmasked."""
-        return cls(np.zeros(_shape(shape_native), dtype=bool), pixel_scales, origin, invert)
+        return cls(np.zeros(shape_pair(shape_native), dtype=bool), pixel_scales, origin, invert)
 
     @classmethod
     def circular(
@@ -99,7 +105,7 @@ class Mask2D(np.ndarray):
     ) -> Mask2D:
         """Unmasked where the distance to ``centre`` is strictly less than ``radius`` (arcsec)."""
         scales = as_pixel_scales(pixel_scales)
-        d2 = _distance_squared(_shape(shape_native), scales, as_pair(centre, "centre"))
+        d2 = distance_squared(shape_pair(shape_native), scales, as_pair(centre, "centre"))
         return cls(d2 >= radius**2, scales, origin, invert)
 
     @classmethod
@@ -120,7 +126,7 @@ class Mask2D(np.ndarray):
                 f"{outer_radius} (arcsec); swap them"
             )
         scales = as_pixel_scales(pixel_scales)
-        d2 = _distance_squared(_shape(shape_native), scales, as_pair(centre, "centre"))
+        d2 = distance_squared(shape_pair(shape_native), scales, as_pair(centre, "centre"))
         return cls(~((d2 >= inner_radius**2) & (d2 <= outer_radius**2)), scales, origin, invert)
 
     @classmethod
@@ -137,10 +143,10 @@ class Mask2D(np.ndarray):
     ) -> Mask2D:
         """Unmasked inside an ellipse: semi-major axis ``major_axis_radius`` (arcsec), ``axis_ratio``
         = minor/major in (0, 1], ``angle`` in degrees counter-clockwise from +x."""
-        _check_axis_ratio(axis_ratio)
+        check_axis_ratio(axis_ratio)
         scales = as_pixel_scales(pixel_scales)
-        r = _elliptical_radius(
-            _shape(shape_native), scales, as_pair(centre, "centre"), axis_ratio, angle
+        r = elliptical_radius(
+            shape_pair(shape_native), scales, as_pair(centre, "centre"), axis_ratio, angle
         )
         return cls(~(r <= major_axis_radius), scales, origin, invert)
 
@@ -161,18 +167,18 @@ class Mask2D(np.ndarray):
     ) -> Mask2D:
         """Unmasked outside the inner ellipse (``r_in >= inner``) and inside the outer one
         (``r_out <= outer``); angles in degrees counter-clockwise from +x."""
-        _check_axis_ratio(inner_axis_ratio)
-        _check_axis_ratio(outer_axis_ratio)
+        check_axis_ratio(inner_axis_ratio)
+        check_axis_ratio(outer_axis_ratio)
         if inner_major_axis_radius > outer_major_axis_radius:
             raise MaskError(
                 f"elliptical_annular: inner_major_axis_radius {inner_major_axis_radius} is larger "
                 f"than outer_major_axis_radius {outer_major_axis_radius} (arcsec)"
             )
         scales = as_pixel_scales(pixel_scales)
-        shape = _shape(shape_native)
+        shape = shape_pair(shape_native)
         c = as_pair(centre, "centre")
-        r_in = _elliptical_radius(shape, scales, c, inner_axis_ratio, inner_phi)
-        r_out = _elliptical_radius(shape, scales, c, outer_axis_ratio, outer_phi)
+        r_in = elliptical_radius(shape, scales, c, inner_axis_ratio, inner_phi)
+        r_out = elliptical_radius(shape, scales, c, outer_axis_ratio, outer_phi)
         unmasked = (r_in >= inner_major_axis_radius) & (r_out <= outer_major_axis_radius)
         return cls(~unmasked, scales, origin, invert)
 
@@ -186,7 +192,7 @@ class Mask2D(np.ndarray):
         invert: bool = False,
     ) -> Mask2D:
         """A mask unmasked exactly at the given ``(row, col)`` pixels."""
-        arr = np.ones(_shape(shape_native), dtype=bool)
+        arr = np.ones(shape_pair(shape_native), dtype=bool)
         for row, col in pixel_coordinates:
             arr[row, col] = False
         return cls(arr, pixel_scales, origin, invert)
@@ -319,7 +325,7 @@ class Mask2D(np.ndarray):
     def resized_from(self, new_shape: tuple[int, int], pad_value: bool = True) -> Mask2D:
         """Centre-crop or pad (with ``pad_value``, default masked) to ``new_shape``; pixel scales and
         origin are kept. The centre pixel is ``(ny // 2, nx // 2)`` as in the reference."""
-        resized = resized_array_from(np.asarray(self), _shape(new_shape), pad_value=pad_value)
+        resized = resized_array_from(np.asarray(self), shape_pair(new_shape), pad_value=pad_value)
         return self._like(resized)
 
     @property
@@ -393,109 +399,3 @@ class _DerivedIndexes:
 
 def _rebuild_mask(values: np.ndarray, pixel_scales, origin) -> Mask2D:
     return Mask2D(values, pixel_scales, origin)
-
-
-def _shape(shape_native) -> tuple[int, int]:
-    try:
-        ny, nx = (int(s) for s in shape_native)
-    except (TypeError, ValueError):
-        raise MaskError(
-            f"shape_native must be a (ny, nx) pair of ints, got {shape_native!r}"
-        ) from None
-    if ny < 1 or nx < 1:
-        raise MaskError(f"shape_native must be positive, got {(ny, nx)}")
-    return (ny, nx)
-
-
-def _check_axis_ratio(q: float) -> None:
-    if not (0.0 < q <= 1.0):
-        raise MaskError(f"axis_ratio must be in (0, 1] (minor / major axis), got {q}")
-
-
-def _offsets_from_centre(shape, scales, centre) -> tuple[np.ndarray, np.ndarray]:
-    # Same arithmetic as the reference (mask_2d_util.mask_2d_centres_from) so that pixels exactly on
-    # a boundary fall on the same side: y measured downwards from the centre, in arcsec.
-    yc = 0.5 * (shape[0] - 1) - centre[0] / scales[0]
-    xc = 0.5 * (shape[1] - 1) + centre[1] / scales[1]
-    y, x = np.ogrid[: shape[0], : shape[1]]
-    return (y - yc) * scales[0], (x - xc) * scales[1]
-
-
-def _distance_squared(shape, scales, centre) -> np.ndarray:
-    dy, dx = _offsets_from_centre(shape, scales, centre)
-    return dx**2 + dy**2
-
-
-def _elliptical_radius(shape, scales, centre, axis_ratio, angle_deg) -> np.ndarray:
-    dy, dx = _offsets_from_centre(shape, scales, centre)
-    r = np.sqrt(dx**2 + dy**2)
-    # dy points down, so arctan2(dy, dx) + angle = -(phi - angle): the sign flip cancels in the
-    # squared components, giving the usual counter-clockwise (y-up) ellipse.
-    theta = np.arctan2(dy, dx) + np.radians(angle_deg)
-    y_e = r * np.sin(theta)
-    x_e = r * np.cos(theta)
-    return np.sqrt(x_e**2 + (y_e / axis_ratio) ** 2)
-
-
-def resized_array_from(
-    array: np.ndarray, new_shape: tuple[int, int], pad_value: float | bool = 0.0
-) -> np.ndarray:
-    """Centre-crop or pad ``array`` to ``new_shape`` around pixel ``(ny // 2, nx // 2)``."""
-    cy, cx = array.shape[0] // 2, array.shape[1] // 2
-    y0 = cy - new_shape[0] // 2
-    x0 = cx - new_shape[1] // 2
-    out = np.full(new_shape, pad_value, dtype=array.dtype)
-    sy0, sy1 = max(y0, 0), min(y0 + new_shape[0], array.shape[0])
-    sx0, sx1 = max(x0, 0), min(x0 + new_shape[1], array.shape[1])
-    dy0, dx0 = sy0 - y0, sx0 - x0
-    out[dy0 : dy0 + (sy1 - sy0), dx0 : dx0 + (sx1 - sx0)] = array[sy0:sy1, sx0:sx1]
-    return out
-
-
-def required_shape_for_kernel(
-    mask: np.ndarray, kernel_shape_native: tuple[int, int]
-) -> tuple[int, int]:
-    """Smallest frame (same parity per axis) in which every unmasked pixel is at least
-    ``(ky // 2, kx // 2)`` pixels from the array edge."""
-    mask = np.asarray(mask, dtype=bool)
-    rows, cols = np.nonzero(~mask)
-    if rows.size == 0:
-        raise MaskError("the mask has no unmasked pixel")
-    ky, kx = kernel_shape_native
-    dist_y = min(rows.min(), mask.shape[0] - 1 - rows.max())
-    dist_x = min(cols.min(), mask.shape[1] - 1 - cols.max())
-    new_y = mask.shape[0] + 2 * max(0, ky // 2 - dist_y)
-    new_x = mask.shape[1] + 2 * max(0, kx // 2 - dist_x)
-    return (int(new_y), int(new_x))
-
-
-def blurring_mask_from(
-    mask: np.ndarray, kernel_shape_native: tuple[int, int], allow_padding: bool = True
-) -> np.ndarray:
-    """Boolean blurring mask (False = blurring pixel) of a plain boolean ``mask``; see
-    :meth:`Mask2D.blurring_mask_from`."""
-    mask = np.asarray(mask, dtype=bool)
-    ky, kx = (int(k) for k in kernel_shape_native)
-    required = required_shape_for_kernel(mask, (ky, kx))
-    if required != mask.shape:
-        if not allow_padding:
-            raise MaskError(
-                f"unmasked pixels lie within the PSF half-width {(ky // 2, kx // 2)} of the array "
-                f"edge: the blurring region needs a frame of {required} pixels, the mask is "
-                f"{mask.shape}; pass allow_padding=True or use a smaller mask"
-            )
-        warnings.warn(
-            f"Mask padded from {mask.shape} to {required} (parity preserved) to hold the "
-            f"blurring region of a {(ky, kx)} kernel",
-            MaskPaddedWarning,
-            stacklevel=3,
-        )
-        dy = required[0] - mask.shape[0]
-        dx = required[1] - mask.shape[1]
-        mask = np.pad(
-            mask, ((dy // 2, dy - dy // 2), (dx // 2, dx - dx // 2)), constant_values=True
-        )
-    unmasked = np.pad(~mask, ((ky // 2, ky // 2), (kx // 2, kx // 2)), constant_values=False)
-    near = binary_dilation(unmasked, structure=np.ones((ky, kx), dtype=bool))
-    near = near[ky // 2 : ky // 2 + mask.shape[0], kx // 2 : kx // 2 + mask.shape[1]]
-    return ~(mask & near)
