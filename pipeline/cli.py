@@ -207,7 +207,7 @@ def status(store: str, as_json: bool) -> None:
 def inspect(store: str, name: str | None) -> None:
     """Summary of STORE, or of dataset NAME in it."""
     from pipeline.io.store import (
-        dataset_attrs,
+        dataset_record,
         last_run,
         list_datasets,
         open_store,
@@ -230,23 +230,13 @@ def inspect(store: str, name: str | None) -> None:
                 f"{last['skipped_complete']} skipped, {last['wall_seconds']:.1f} s wall"
             )
         return
-    attrs = dataset_attrs(store, name)
-    keys = (
-        "status",
-        "shape_native",
-        "pixel_scales",
-        "n_pixels",
-        "psf_shape",
-        "settings_hash",
-        "timings",
-        "error",
-    )
-    for key in keys:
-        click.echo(f"{key:>14}: {attrs.get(key)}")
-    for source in attrs.get("sources", []):
+    record = dataset_record(store, name)
+    for label, value in record.summary_items():
+        click.echo(f"{label:>14}: {value}")
+    for source in record.sources:
         click.echo(
-            f"{'source':>14}: {source['role']}: {source['path']} [{source['hdu']}] "
-            f"sha256 {source['sha256'][:16]}…"
+            f"{'source':>14}: {source.role}: {source.path} [{source.hdu}] "
+            f"sha256 {(source.sha256 or '')[:16]}…"
         )
 
 

@@ -178,6 +178,11 @@ STORE = "pipeline.io.store"
 ZARR_NODE_CALLS = {"require_group", "create_group", "create_array", "require_array", "attrs"}
 
 
+# dataset attribute keys distinctive enough that no other mapping of lenspipe uses them: code
+# outside the store reads them as DatasetRecord fields, never as keys
+ATTRIBUTE_KEYS = {"settings_hash", "n_batches", "batches_done", "sources", "token"}
+
+
 def _outside_the_store() -> list[tuple[str, ast.Module]]:
     return [(n, t) for n, t in sources() if not (n == STORE or n.startswith(STORE + "."))]
 
@@ -228,3 +233,37 @@ def test_nothing_outside_the_store_names_a_store_node():
                 if node.value in nodes:
                     found.append(f"{name} (line {node.lineno}) spells {node.value!r}")
     assert found == []
+
+
+def _key_lookups(tree: ast.Module, keys: set[str]) -> list[tuple[int, str]]:
+    """(line, key) of every ``x[key]`` and ``x.get(key, ...)`` with a constant key in ``keys``."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript):
+            key = node.slice
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and node.args
+        ):
+            key = node.args[0]
+        else:
+            continue
+        if isinstance(key, ast.Constant) and key.value in keys:
+            found.append((node.lineno, key.value))
+    return found
+
+
+def test_nothing_outside_the_store_reads_a_dataset_attribute_by_key():
+    found = [
+        f"{name} (line {line}) reads [{key!r}]"
+        for name, tree in _outside_the_store()
+        for line, key in _key_lookups(tree, ATTRIBUTE_KEYS)
+    ]
+    assert found == []
+
+
+def test_the_attribute_key_check_finds_a_key_lookup():
+    tree = ast.parse("a = attrs['sources']\nb = attrs.get('token')\nc = attrs.get(key)\n")
+    assert _key_lookups(tree, ATTRIBUTE_KEYS) == [(1, "sources"), (2, "token")]

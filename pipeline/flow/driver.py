@@ -43,6 +43,7 @@ from pipeline.flow.tasks import (
 )
 from pipeline.flow.watch import Watchdog, cluster_clock, drop_worker
 from pipeline.io.store import (
+    DatasetRecord,
     finalize_dataset,
     mark_failed,
     record_run_summary,
@@ -222,7 +223,7 @@ class Driver:
             self.summary.complete += 1
             self.progress.dataset_done()
             return
-        self.tokens[name] = result.metadata.get("token")
+        self.tokens[name] = DatasetRecord.from_attrs(result.metadata).token
         self._queue_batches(name, list(range(0 if first is None else 1, result.n_batches)))
 
     def _account_batch(self, result: BatchResult) -> None:

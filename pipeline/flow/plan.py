@@ -16,20 +16,20 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from pipeline.exc import ConfigError
+from pipeline.exc import ConfigError, StoreError
 from pipeline.flow.config import Config
 from pipeline.flow.discover import DatasetSpec, Discovery, discover
 from pipeline.flow.prepare import PrepareSettings
 from pipeline.flow.tasks import AutoBatchSize
 from pipeline.io.store import (
+    DatasetRecord,
     DatasetStatus,
     OperatorStorage,
-    Source,
     StoreRecipe,
     batches_done,
     check_dataset,
+    dataset_records,
     operator_batch_count,
-    scan_datasets,
     settings_hash,
     source_changed,
     store_overlaps,
@@ -145,17 +145,14 @@ def check_store_location(config: Config, found: Discovery) -> None:
         )
 
 
-def _changed_input(spec: DatasetSpec, attrs: dict) -> str | None:
+def _changed_input(spec: DatasetSpec, record: DatasetRecord) -> str | None:
     """Why the inputs of a recorded dataset differ from ``spec``'s files on disk (other files,
     or a file whose size/mtime and then sha256 changed), or ``None``."""
-    recorded = attrs.get("sources") or []
     want = sorted((role, ref.path, str(ref.hdu)) for role, ref in spec.files())
-    have = sorted((s.get("role"), s.get("path"), str(s.get("hdu"))) for s in recorded)
+    have = sorted((s.role, s.path, str(s.hdu)) for s in record.sources)
     if want != have:
         return "the dataset's input files are not the ones it was prepared from"
-    known = set(Source.__dataclass_fields__)
-    for entry in recorded:
-        source = Source(**{k: v for k, v in entry.items() if k in known})
+    for source in record.sources:
         reason = source_changed(source)
         if reason is not None:
             return f"{source.role} '{source.path}': {reason}"
@@ -191,27 +188,27 @@ def plan_run(
     if settings is None:
         settings = RunSettings.from_config(config, verify=verify)
     expected = settings.settings_hash
-    existing = scan_datasets(root)
+    existing = dataset_records(root)
     for spec in found.specs:
-        attrs = existing.get(spec.name)
+        record = existing.get(spec.name)
         again = overwrite is True or (not isinstance(overwrite, bool) and spec.name in overwrite)
-        if isinstance(attrs, Exception):
-            plan.rebuilt[spec.name] = str(attrs)
+        if isinstance(record, StoreError):
+            plan.rebuilt[spec.name] = str(record)
             plan.to_prepare.append(spec)
             continue
-        if attrs is None or again or attrs.get("status") in (None, DatasetStatus.FAILED):
+        if record is None or again or record.status in (None, DatasetStatus.FAILED):
             # no status: the driver died while writing it; failed: inputs may have been fixed
             plan.to_prepare.append(spec)
             continue
-        if attrs.get("settings_hash") != expected:
+        if record.settings_hash != expected:
             plan.conflicts.append(spec.name)
             continue
-        changed = _changed_input(spec, attrs)
+        changed = _changed_input(spec, record)
         if changed is not None:
             plan.changed[spec.name] = changed
             plan.to_prepare.append(spec)
             continue
-        status = attrs.get("status")
+        status = record.status
         if status == DatasetStatus.COMPLETE and not verify:
             plan.skipped_complete.append(spec.name)
             continue
@@ -224,11 +221,11 @@ def plan_run(
             plan.to_prepare.append(spec)
             continue
         bad = sorted(int(i) for i in check.damaged_batches)
-        n_batches = int(attrs.get("n_batches") or operator_batch_count(root, spec.name))
+        n_batches = int(record.n_batches or operator_batch_count(root, spec.name))
         if status == DatasetStatus.COMPLETE:
             if bad:
                 plan.to_resume[spec.name] = bad
-                plan.tokens[spec.name] = attrs.get("token")
+                plan.tokens[spec.name] = record.token
                 plan.damaged[spec.name] = bad
                 plan.reopen.append(spec.name)
                 plan.batches_already_done += n_batches - len(bad)
@@ -245,7 +242,7 @@ def plan_run(
         plan.batches_already_done += n_batches - len(bad)
         if bad:
             plan.to_resume[spec.name] = bad
-            plan.tokens[spec.name] = attrs.get("token")
+            plan.tokens[spec.name] = record.token
         else:
             plan.to_finalize.append(spec.name)
     return plan

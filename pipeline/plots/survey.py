@@ -37,9 +37,9 @@ def survey_overview(store: Any, *, storage_options: dict | None = None) -> Figur
     Figure
         2×2 axes; the title summarises the store's last run.
     """
-    from pipeline.io.store import DatasetStatus, survey_attrs
+    from pipeline.io.store import DatasetRecord, DatasetStatus, survey_records
 
-    attrs, last_run = survey_attrs(store, storage_options=storage_options)
+    records, last_run = survey_records(store, storage_options=storage_options)
     figure = new_figure(13.0, 9.0)
     (ax_status, ax_pixels), (ax_kernels, ax_time) = figure.subplots(2, 2)
 
@@ -48,7 +48,7 @@ def survey_overview(store: Any, *, storage_options: dict | None = None) -> Figur
         DatasetStatus.PREPARED.value: "tab:orange",
         DatasetStatus.FAILED.value: "tab:red",
     }
-    statuses = Counter(str(a.get("status")) for a in attrs.values())
+    statuses = Counter(str(r.status) for r in records.values())
     order = list(colours)  # every status a store records, zeros shown too: "0 failed" is news
     order += sorted(s for s in statuses if s not in order)
     bars = ax_status.bar(
@@ -58,13 +58,13 @@ def survey_overview(store: Any, *, storage_options: dict | None = None) -> Figur
         width=0.5,
     )
     ax_status.bar_label(bars)
-    ax_status.set_title(f"Datasets by status ({len(attrs)} in all)")
+    ax_status.set_title(f"Datasets by status ({len(records)} in all)")
     ax_status.set_ylabel("datasets")
     ax_status.yaxis.set_major_locator(MaxNLocator(integer=True))
-    if not attrs:
+    if not records:
         no_data(ax_status, "no datasets")
 
-    pixels = np.array([a["n_pixels"] for a in attrs.values() if a.get("n_pixels") is not None])
+    pixels = np.array([r.n_pixels for r in records.values() if r.n_pixels is not None])
     if pixels.size:
         bins = int(np.clip(np.sqrt(pixels.size) * 2, 5, 40))
         ax_pixels.hist(pixels, bins=bins, color="tab:blue", edgecolor="white")
@@ -76,11 +76,11 @@ def survey_overview(store: Any, *, storage_options: dict | None = None) -> Figur
     ax_pixels.set_ylabel("datasets")
     ax_pixels.yaxis.set_major_locator(MaxNLocator(integer=True))
 
-    def kernel_label(a: dict) -> str | None:
-        shape = a.get("psf_shape")
+    def kernel_label(record: DatasetRecord) -> str | None:
+        shape = record.psf_shape
         return f"{shape[0]}×{shape[1]}" if shape else None
 
-    kernels = Counter(k for k in map(kernel_label, attrs.values()) if k)
+    kernels = Counter(k for k in map(kernel_label, records.values()) if k)
     labels = sorted(kernels, key=lambda k: tuple(int(v) for v in k.split("×")))
     bars = ax_kernels.bar(labels, [kernels[k] for k in labels], color="tab:purple", width=0.5)
     ax_kernels.bar_label(bars)
@@ -92,11 +92,10 @@ def survey_overview(store: Any, *, storage_options: dict | None = None) -> Figur
         no_data(ax_kernels, "no prepared datasets")
 
     by_kernel: dict[str, list[tuple[float, float]]] = {}
-    for a in attrs.values():
-        timings = a.get("timings") or {}
-        seconds = sum(float(v) for k, v in timings.items() if k.endswith("_seconds"))
-        if timings and a.get("n_pixels") is not None:
-            by_kernel.setdefault(kernel_label(a) or "no PSF", []).append((a["n_pixels"], seconds))
+    for r in records.values():
+        seconds = sum(v for k, v in r.timings.items() if k.endswith("_seconds"))
+        if r.timings and r.n_pixels is not None:
+            by_kernel.setdefault(kernel_label(r) or "no PSF", []).append((r.n_pixels, seconds))
     for label in sorted(by_kernel, key=lambda k: (len(k), k)):
         points = np.array(by_kernel[label])
         ax_time.scatter(points[:, 0], points[:, 1], label=f"PSF {label}", alpha=0.8)

@@ -156,6 +156,22 @@ def test_inspect_store_and_dataset(good_run, capsys):
     assert "source: data:" in stdout
 
 
+def test_inspect_dataset_prints_each_attribute_as_recorded(good_run, capsys):
+    config, _ = good_run
+    store = config.parent / "survey.zarr"
+    attrs = dataset_attrs(store, "lens_00002")
+    code, stdout, _ = cli(capsys, "inspect", store, "lens_00002")
+    assert code == 0
+    labels = ("status", "shape_native", "pixel_scales", "n_pixels", "psf_shape")
+    labels += ("settings_hash", "timings", "error")
+    expected = [f"{label:>14}: {attrs.get(label)}" for label in labels]
+    expected += [
+        f"{'source':>14}: {s['role']}: {s['path']} [{s['hdu']}] sha256 {s['sha256'][:16]}…"
+        for s in attrs["sources"]
+    ]
+    assert stdout.splitlines() == expected
+
+
 def test_inspect_unknown_dataset_exits_2(good_run, capsys):
     config, _ = good_run
     code, _, err = cli(capsys, "inspect", config.parent / "survey.zarr", "lens_99999")

@@ -29,10 +29,11 @@ The package is the only code of lenspipe that names a store node or touches Zarr
 ``_zarr``        Zarr plumbing: the only module touching Zarr internals
 ``location``     creating and opening stores; locations where a store could destroy other files
 ``sources``      input files: hashes, changes (:class:`Source`)
+``attributes``   a dataset's attributes, typed and read-only (:class:`DatasetRecord`; no Zarr)
 ``nodes``        a dataset's group and operator arrays in an open store
 ``writers``      task writes: a dataset's arrays, operator batches
 ``records``      driver writes: groups, statuses, failures, run records; :func:`write_imaging`
-``catalog``      what a store holds: statuses, attributes, problems, last run
+``catalog``      what a store holds: statuses, attributes (raw or as records), problems, last run
 ``readers``      :func:`open_imaging`, :func:`open_operator`
 ``integrity``    damaged operator batches, verify and reset
 ``check``        whole-dataset checks (:func:`check_dataset`)
@@ -48,15 +49,19 @@ See docs/store-schema.md.
 """
 
 from pipeline.io.store._zarr import StoreLike
+from pipeline.io.store.attributes import DatasetRecord
 from pipeline.io.store.catalog import (
     dataset_attrs,
     dataset_problems,
+    dataset_record,
+    dataset_records,
     dataset_status,
     last_run,
     list_datasets,
     scan_datasets,
     store_metadata,
     survey_attrs,
+    survey_records,
 )
 from pipeline.io.store.check import DatasetCheck, check_dataset
 from pipeline.io.store.codecs import OperatorStorage
@@ -119,6 +124,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SETTLE_SECONDS",
     "DatasetCheck",
+    "DatasetRecord",
     "DatasetStatus",
     "OperatorBatchInputs",
     "OperatorStorage",
@@ -137,6 +143,8 @@ __all__ = [
     "dataset_attrs",
     "dataset_metadata",
     "dataset_problems",
+    "dataset_record",
+    "dataset_records",
     "dataset_status",
     "file_sha256",
     "finalize_dataset",
@@ -163,6 +171,7 @@ __all__ = [
     "store_metadata",
     "store_overlaps",
     "survey_attrs",
+    "survey_records",
     "validate_dataset_name",
     "verify_dataset",
     "write_dataset_arrays",

@@ -2,6 +2,10 @@
 
 :func:`scan_datasets` lists every dataset it can read and names the others: children are listed
 and their documents read through the store API, so one torn document fails only its dataset.
+Attributes come as recorded (dictionaries: :func:`dataset_attrs`, :func:`scan_datasets`,
+:func:`survey_attrs`) or typed (:class:`~pipeline.io.store.DatasetRecord`:
+:func:`dataset_record`, :func:`dataset_records`, :func:`survey_records`), which is how code
+outside the store reads them: it never spells an attribute key.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from typing import Any
 
 from pipeline.exc import DamagedDatasetError, StoreError
 from pipeline.io.store._zarr import StoreLike, inspect_node, list_dir, sync
+from pipeline.io.store.attributes import DatasetRecord
 from pipeline.io.store.location import as_root, open_store
 from pipeline.io.store.nodes import dataset_group, datasets_group, prefix
 from pipeline.io.store.schema import (
@@ -27,12 +32,15 @@ from pipeline.io.store.schema import (
 __all__ = [
     "dataset_attrs",
     "dataset_problems",
+    "dataset_record",
+    "dataset_records",
     "dataset_status",
     "last_run",
     "list_datasets",
     "scan_datasets",
     "store_metadata",
     "survey_attrs",
+    "survey_records",
 ]
 
 _SCAN_CONCURRENCY = 64
@@ -43,6 +51,13 @@ def dataset_attrs(location: StoreLike, name: str, *, storage_options: dict | Non
     :class:`DamagedDatasetError` if its group cannot be read)."""
     root = open_store(location, storage_options=storage_options)
     return dict(dataset_group(root, name).attrs)
+
+
+def dataset_record(
+    location: StoreLike, name: str, *, storage_options: dict | None = None
+) -> DatasetRecord:
+    """The attributes of one dataset, typed (errors as :func:`dataset_attrs`)."""
+    return DatasetRecord.from_attrs(dataset_attrs(location, name, storage_options=storage_options))
 
 
 def dataset_status(location: StoreLike, name: str, *, storage_options: dict | None = None) -> str:
@@ -92,6 +107,17 @@ def scan_datasets(
         return dict(zip(names, found, strict=True))
 
     return sync(scan())
+
+
+def dataset_records(
+    location: StoreLike, *, storage_options: dict | None = None
+) -> dict[str, DatasetRecord | StoreError]:
+    """:func:`scan_datasets` with each readable dataset's attributes typed: ``{name: record or
+    the error saying why it cannot be read}``, sorted by name."""
+    return {
+        name: found if isinstance(found, StoreError) else DatasetRecord.from_attrs(found)
+        for name, found in scan_datasets(location, storage_options=storage_options).items()
+    }
 
 
 def list_datasets(location: StoreLike, *, storage_options: dict | None = None) -> dict[str, str]:
@@ -148,3 +174,12 @@ def survey_attrs(
             attrs[name] = found
     root_attrs: dict[str, Any] = dict(root.attrs)
     return attrs, dict(root_attrs.get(LAST_RUN_ATTR) or {})
+
+
+def survey_records(
+    location: StoreLike, *, storage_options: dict | None = None
+) -> tuple[dict[str, DatasetRecord], dict]:
+    """:func:`survey_attrs` with each dataset's attributes typed: a dataset that cannot be read
+    is a record of status ``damaged`` whose ``error`` says why."""
+    attrs, run = survey_attrs(location, storage_options=storage_options)
+    return {name: DatasetRecord.from_attrs(found) for name, found in attrs.items()}, run

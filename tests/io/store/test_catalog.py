@@ -17,7 +17,7 @@ import pytest
 import zarr
 
 import pipeline
-from pipeline.exc import DamagedDatasetError, DatasetNotFoundError, StoreError
+from pipeline.exc import DamagedDatasetError, DatasetNotFoundError
 from pipeline.io.store import (
     SCHEMA_VERSION,
     begin_dataset,
