@@ -6,6 +6,7 @@ Pure computation: arrays in, arrays out. Backends (numba, JAX) are imported on f
 from pipeline.operators.batching import BatchGeometry
 from pipeline.operators.inputs import OperatorInputs
 from pipeline.operators.layout import OperatorLayout, n_offsets_for_kernel, offsets_for_kernel
+from pipeline.operators.mappings import MapperLayout
 from pipeline.operators.precision import (
     inverse_variance_from,
     storage_error_bound,
@@ -18,6 +19,7 @@ __all__ = [
     "BACKENDS",
     "BatchGeometry",
     "ImagingSparseOperator",
+    "MapperLayout",
     "OperatorInputs",
     "OperatorLayout",
     "compute_rows",

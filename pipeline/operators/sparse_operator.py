@@ -4,8 +4,12 @@ pixelized inversions compute from it.
 * ``apply(x)`` = W x;
 * ``psf_weighted_data`` = H^T N^-1 d at the unmasked pixels;
 * ``curvature_matrix_from(A)`` = A^T W A and ``data_vector_from(A)`` = A^T H^T N^-1 d for a
-  sparse ``(N, S)`` mapping matrix A (scipy.sparse, dense, or COO triplets
-  ``(slim rows, source columns, weights)``).
+  ``(N, S)`` mapping matrix A in any form of :mod:`pipeline.operators.mappings` (scipy.sparse,
+  dense, COO triplets ``(slim rows, source columns, weights[, S])``, :class:`MapperLayout` or a
+  PyAutoArray mapper).
+
+All three work straight from the band values (:mod:`pipeline.operators.curvature`): no copy of W
+is made; ``to_scipy_sparse()`` builds the full matrix only when asked.
 
 ``values`` may be a numpy array or any lazily indexable array (a Zarr array, a dask array): it is
 read in full on first use.
@@ -20,8 +24,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from pipeline.exc import OperatorError
+from pipeline.operators.curvature import Band, apply_band, curvature_matrix_band
 from pipeline.operators.inputs import OperatorInputs
 from pipeline.operators.layout import OperatorLayout
+from pipeline.operators.mappings import sparse_mapping_from
 from pipeline.operators.precision import inverse_variance_from
 from pipeline.operators.rows import compute_values
 
@@ -156,14 +162,15 @@ class ImagingSparseOperator:
             )
         return self._psf_weighted_data
 
-    # ------------------------------------------------------------------ conversions
     @cached_property
-    def _matrix(self) -> sp.csr_matrix:
-        return self.layout.to_scipy_sparse(self.values)
+    def _band(self) -> Band:
+        return Band.from_layout(self.values, self.layout)
 
+    # ------------------------------------------------------------------ conversions
     def to_scipy_sparse(self) -> sp.csr_matrix:
-        """The full symmetric ``(N, N)`` W (float64 CSR)."""
-        return self._matrix.copy()
+        """The full symmetric ``(N, N)`` W (float64 CSR, a new matrix on every call: about three
+        times the memory of the band)."""
+        return self.layout.to_scipy_sparse(self.values)
 
     def to_dense(self) -> np.ndarray:
         """The full symmetric ``(N, N)`` W as a dense array (small N)."""
@@ -175,45 +182,19 @@ class ImagingSparseOperator:
 
     # ------------------------------------------------------------------ algebra
     def apply(self, x: np.ndarray) -> np.ndarray:
-        """``W x`` for ``x`` of shape ``(N,)`` or ``(N, k)``."""
-        x = np.asarray(x, dtype=np.float64)
-        if x.shape[0] != self.n_pixels:
-            raise OperatorError(f"apply: x has {x.shape[0]} rows, W has {self.n_pixels}")
-        return self._matrix @ x
-
-    def _mapping(self, mapping: Any) -> sp.csr_matrix | np.ndarray:
-        if isinstance(mapping, tuple):
-            if len(mapping) not in (3, 4):
-                raise OperatorError(
-                    "a COO mapping is (rows, cols, weights) or (rows, cols, weights, n_source)"
-                )
-            rows, cols, weights = (np.asarray(v) for v in mapping[:3])
-            n_source = int(mapping[3]) if len(mapping) == 4 else int(cols.max()) + 1
-            if rows.size and (rows.min() < 0 or rows.max() >= self.n_pixels):
-                raise OperatorError(f"mapping rows must be slim indexes in [0, {self.n_pixels})")
-            return sp.coo_matrix(
-                (weights.astype(np.float64), (rows, cols)), shape=(self.n_pixels, n_source)
-            ).tocsr()
-        if sp.issparse(mapping):
-            matrix = sp.csr_matrix(mapping, dtype=np.float64)
-        else:
-            matrix = np.asarray(mapping, dtype=np.float64)
-        if matrix.ndim != 2 or matrix.shape[0] != self.n_pixels:
-            raise OperatorError(
-                f"the mapping matrix must have {self.n_pixels} rows (one per unmasked pixel), "
-                f"got shape {matrix.shape}"
-            )
-        return matrix
+        """``W x`` (float64) for ``x`` of shape ``(N,)`` or ``(N, k)``, slim order."""
+        return apply_band(self._band, x)
 
     def curvature_matrix_from(self, mapping: Any) -> np.ndarray:
-        """``F = A^T W A`` as a dense ``(S, S)`` array."""
-        a = self._mapping(mapping)
-        wa = self._matrix @ a
-        f = a.T @ wa
-        f = f.toarray() if sp.issparse(f) else np.asarray(f)
-        return 0.5 * (f + f.T)
+        """``F = A^T W A`` as a dense, exactly symmetric ``(S, S)`` float64 array.
+
+        ``mapping``: the ``(N, S)`` mapping matrix A in any accepted form (scipy.sparse, dense,
+        COO triplets, :class:`~pipeline.operators.mappings.MapperLayout`, a PyAutoArray mapper).
+        Peak extra memory: the result, a padded image buffer and A in CSR/CSC form."""
+        return curvature_matrix_band(self._band, sparse_mapping_from(mapping, self.n_pixels))
 
     def data_vector_from(self, mapping: Any) -> np.ndarray:
-        """``D = A^T (H^T N^-1 d)`` as a ``(S,)`` array."""
-        a = self._mapping(mapping)
-        return np.asarray(a.T @ self.psf_weighted_data).ravel()
+        """``D = A^T (H^T N^-1 d)`` as a ``(S,)`` float64 array (same mapping forms as
+        :meth:`curvature_matrix_from`)."""
+        pwd = self.psf_weighted_data
+        return sparse_mapping_from(mapping, self.n_pixels).transpose_dot(pwd)
