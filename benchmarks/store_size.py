@@ -130,7 +130,7 @@ def main() -> None:
         for k in (11, 21):
             imaging = (
                 simulate_lens(SHAPE, SCALE, psf_shape=(k, k))
-                .apply_mask(Mask2D.circular(SHAPE, SCALE, RADIUS))
+                .apply_mask(Mask2D.circular(shape_native=SHAPE, pixel_scales=SCALE, radius=RADIUS))
                 .apply_sparse_operator(batch_size=256, backend="numpy")
             )
             op = imaging.sparse_operator

@@ -5,7 +5,7 @@ The in-memory API follows ``autolens.Imaging``::
     import pipeline as lp
 
     dataset = lp.Imaging.from_fits(pixel_scales=0.1, data_path=..., noise_map_path=..., psf_path=...)
-    dataset = dataset.apply_mask(lp.Mask2D.circular(dataset.shape_native, 0.1, radius=3.0))
+    dataset = dataset.apply_mask(lp.Mask2D.circular(dataset.shape_native, 3.0, 0.1))
 
 The package's front door is lazy (PEP 562): ``import pipeline`` loads nothing but this file, and
 each name below loads its module on first use, so that ``import pipeline.imaging`` or

@@ -80,17 +80,28 @@ def _mask_for(
         return mask
     centre = spec.mask_centre or config.centre
     if isinstance(config, CircularMask):
-        return Mask2D.circular(shape, scales, spec.mask_radius or config.radius, centre=centre)
+        return Mask2D.circular(
+            shape_native=shape,
+            pixel_scales=scales,
+            radius=spec.mask_radius or config.radius,
+            centre=centre,
+        )
     if isinstance(config, AnnularMask):
         outer = spec.mask_radius or config.outer_radius
-        return Mask2D.circular_annular(shape, scales, config.inner_radius, outer, centre=centre)
+        return Mask2D.circular_annular(
+            shape_native=shape,
+            pixel_scales=scales,
+            inner_radius=config.inner_radius,
+            outer_radius=outer,
+            centre=centre,
+        )
     if isinstance(config, EllipticalMask):
         return Mask2D.elliptical(
-            shape,
-            scales,
-            spec.mask_radius or config.major_axis_radius,
-            config.axis_ratio,
-            config.angle,
+            shape_native=shape,
+            pixel_scales=scales,
+            major_axis_radius=spec.mask_radius or config.major_axis_radius,
+            axis_ratio=config.axis_ratio,
+            angle=config.angle,
             centre=centre,
         )
     raise DatasetError(f"unsupported mask settings {config!r}")

@@ -10,16 +10,57 @@ the caller's array (it zeroes masked pixels of the input in place).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
 from pipeline.exc import ArrayError
+from pipeline.imaging.compat import check_xp, refuse_unless
 from pipeline.imaging.frames import resized_array_from
 from pipeline.imaging.geometry import as_pixel_scales
 from pipeline.imaging.mask import Mask2D
 
-__all__ = ["Array2D"]
+__all__ = ["Array2D", "ArrayView"]
+
+
+class ArrayView(np.ndarray):
+    """A plain ``numpy`` array that also answers PyAutoArray's ``.array``.
+
+    ``.native``, ``.slim`` and ``.over_sampled`` return this view, so ported code that writes
+    ``x.native.array`` works, while numpy code sees an ndarray: ufuncs, arithmetic and reductions on
+    it return plain ``numpy.ndarray`` values or numpy scalars, never this class.
+    """
+
+    @property
+    def array(self) -> np.ndarray:
+        """The same values as a plain ``numpy.ndarray`` (a view, no copy)."""
+        return self.view(np.ndarray)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        def plain(x):
+            return x.view(np.ndarray) if isinstance(x, ArrayView) else x
+
+        if "out" in kwargs:
+            kwargs["out"] = tuple(plain(x) for x in kwargs["out"])
+        return getattr(ufunc, method)(*(plain(x) for x in inputs), **kwargs)
+
+    def __array_wrap__(self, array, context=None, return_scalar=False):
+        # functions outside the ufunc protocol (np.where, np.concatenate, ...) return plain arrays
+        plain = np.asarray(array)
+        return plain[()] if return_scalar else plain
+
+
+def _check_header(header: Any, where: str) -> None:
+    refuse_unless(
+        header is None,
+        ArrayError,
+        where,
+        "header",
+        type(header).__name__,
+        "lenspipe arrays carry no FITS header (read pixel scales from one with "
+        "pixel_scales='header' in from_fits)",
+    )
 
 
 class Array2D(NDArrayOperatorsMixin):
@@ -32,11 +73,40 @@ class Array2D(NDArrayOperatorsMixin):
         ignored), or another ``Array2D``.
     mask
         The frame; ``N = mask.pixels_in_mask``.
+    header, store_native, skip_mask, xp
+        PyAutoArray's keywords, accepted only at their defaults (None, False, False, numpy): a
+        lenspipe array carries no FITS header, stores slim values and computes with numpy.
     """
 
     __array_priority__ = 20
 
-    def __init__(self, values: np.ndarray | Array2D, mask: Mask2D):
+    def __init__(
+        self,
+        values: np.ndarray | Array2D,
+        mask: Mask2D,
+        header: Any = None,
+        store_native: bool = False,
+        skip_mask: bool = False,
+        xp: Any = np,
+    ):
+        _check_header(header, "Array2D")
+        refuse_unless(
+            not store_native,
+            ArrayError,
+            "Array2D",
+            "store_native",
+            store_native,
+            "lenspipe always stores slim values; read the native frame with .native",
+        )
+        refuse_unless(
+            not skip_mask,
+            ArrayError,
+            "Array2D",
+            "skip_mask",
+            skip_mask,
+            "lenspipe keeps only the unmasked values (masked pixels read 0 in .native)",
+        )
+        check_xp(xp, ArrayError, "Array2D")
         if not isinstance(mask, Mask2D):
             raise ArrayError(f"Array2D needs a Mask2D, got {type(mask).__name__}")
         if isinstance(values, Array2D):
@@ -65,8 +135,11 @@ class Array2D(NDArrayOperatorsMixin):
         pixel_scales: float | tuple[float, float],
         shape_native: tuple[int, int] | None = None,
         origin: tuple[float, float] = (0.0, 0.0),
+        header: Any = None,
     ) -> Array2D:
-        """An unmasked ``Array2D``; 1-D values need ``shape_native``."""
+        """An unmasked ``Array2D``; 1-D values need ``shape_native``. ``header`` (PyAutoArray's
+        FITS header) is accepted only as None."""
+        _check_header(header, "Array2D.no_mask")
         arr = np.asarray(values)
         if arr.ndim == 1:
             if shape_native is None:
@@ -81,19 +154,21 @@ class Array2D(NDArrayOperatorsMixin):
         shape_native: tuple[int, int],
         pixel_scales: float | tuple[float, float],
         origin: tuple[float, float] = (0.0, 0.0),
+        header: Any = None,
     ) -> Array2D:
         """An unmasked array filled with ``fill_value``."""
+        _check_header(header, "Array2D.full")
         return cls.no_mask(
             np.full(shape_native, fill_value, dtype=np.float64), pixel_scales, origin=origin
         )
 
     @classmethod
-    def ones(cls, shape_native, pixel_scales, origin=(0.0, 0.0)) -> Array2D:
-        return cls.full(1.0, shape_native, pixel_scales, origin)
+    def ones(cls, shape_native, pixel_scales, origin=(0.0, 0.0), header: Any = None) -> Array2D:
+        return cls.full(1.0, shape_native, pixel_scales, origin, header)
 
     @classmethod
-    def zeros(cls, shape_native, pixel_scales, origin=(0.0, 0.0)) -> Array2D:
-        return cls.full(0.0, shape_native, pixel_scales, origin)
+    def zeros(cls, shape_native, pixel_scales, origin=(0.0, 0.0), header: Any = None) -> Array2D:
+        return cls.full(0.0, shape_native, pixel_scales, origin, header)
 
     @classmethod
     def from_fits(
@@ -133,9 +208,9 @@ class Array2D(NDArrayOperatorsMixin):
         return self._mask
 
     @property
-    def slim(self) -> np.ndarray:
+    def slim(self) -> ArrayView:
         """``(N,)`` read-only values in slim order."""
-        return self._slim
+        return self._slim.view(ArrayView)
 
     @property
     def array(self) -> np.ndarray:
@@ -143,11 +218,11 @@ class Array2D(NDArrayOperatorsMixin):
         return self._slim
 
     @property
-    def native(self) -> np.ndarray:
-        """``(ny, nx)`` new array, masked pixels 0."""
+    def native(self) -> ArrayView:
+        """``(ny, nx)`` new array, masked pixels 0 (``.native.array`` is the plain ndarray)."""
         out = np.zeros(self._mask.shape_native, dtype=self._slim.dtype)
         out[~np.asarray(self._mask)] = self._slim
-        return out
+        return out.view(ArrayView)
 
     @property
     def pixel_scales(self) -> tuple[float, float]:

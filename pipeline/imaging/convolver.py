@@ -15,7 +15,9 @@ Conventions (same as PyAutoArray):
   (see :meth:`Mask2D.blurring_mask_from`); the image is placed in that frame the same way.
 
 Differences from the reference: the caller's kernel is never normalised in place, non-finite and
-all-zero kernels are rejected, and only ``convolve_over_sample_size=1`` is supported.
+all-zero kernels are rejected, only ``convolve_over_sample_size=1`` is supported, and ``use_fft``
+chooses between two numpy methods that give the same values (the reference uses it on its JAX path
+only).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import scipy.sparse as sp
 
 from pipeline.exc import ArrayError, KernelError
 from pipeline.imaging.arrays import Array2D
+from pipeline.imaging.compat import check_xp, refuse_unless
 from pipeline.imaging.frames import blurring_mask_from, required_shape_for_kernel
 from pipeline.imaging.geometry import as_pixel_scales, pixel_centre_coordinates
 from pipeline.imaging.mask import Mask2D
@@ -199,22 +202,45 @@ class Convolver:
     ----------
     kernel
         Unmasked ``Array2D`` or 2-D array, odd shape; copied, never modified.
+    state
+        PyAutoArray's precomputed ``ConvolverState``, accepted only as None: lenspipe derives the
+        padded frame from each call's mask and caches what it needs.
     normalize
         Divide the kernel by its sum (which must be non-zero).
-    pixel_scales
-        Arcsec per pixel of a plain-array kernel (default 1.0); must agree with an ``Array2D``'s.
+    use_fft
+        The convolution method of :meth:`convolved_image_from` and
+        :meth:`convolved_mapping_matrix_from` when their ``method`` is not given: True = FFT,
+        False = real space (direct), None = the cheaper of the two for each call ("auto"). As in
+        the reference both give the same values (FFT to ~1e-16 of the peak); unlike the reference,
+        the kernel must have odd shape either way.
     convolve_over_sample_size
         Only 1 is supported (kept for PyAutoArray compatibility).
+    pixel_scales
+        Keyword only: arcsec per pixel of a plain-array kernel (default 1.0); must agree with an
+        ``Array2D``'s.
     """
 
     def __init__(
         self,
         kernel: Array2D | np.ndarray,
+        state: object | None = None,
         normalize: bool = False,
+        use_fft: bool | None = None,
+        convolve_over_sample_size: int = 1,
         *,
         pixel_scales: float | tuple[float, float] | None = None,
-        convolve_over_sample_size: int = 1,
     ):
+        refuse_unless(
+            state is None,
+            KernelError,
+            "Convolver",
+            "state",
+            state,
+            "lenspipe's convolver needs no precomputed ConvolverState (it derives the frame from "
+            "the mask of each call); omit it",
+        )
+        if use_fft is not None and not isinstance(use_fft, bool | np.bool_):
+            raise KernelError(f"Convolver: use_fft must be True, False or None, got {use_fft!r}")
         if isinstance(convolve_over_sample_size, bool) or convolve_over_sample_size != 1:
             raise KernelError(
                 f"convolve_over_sample_size={convolve_over_sample_size!r} is not supported: "
@@ -224,13 +250,15 @@ class Convolver:
             if not kernel.mask.is_all_false:
                 raise KernelError("the PSF kernel Array2D must be unmasked (Array2D.no_mask)")
             scales = kernel.pixel_scales
+            origin = kernel.origin
             if pixel_scales is not None and as_pixel_scales(pixel_scales) != scales:
                 raise KernelError(
                     f"pixel_scales {pixel_scales!r} disagree with the kernel's {scales} arcsec"
                 )
-            values = kernel.native
+            values: np.ndarray = kernel.native
         else:
             scales = as_pixel_scales(1.0 if pixel_scales is None else pixel_scales)
+            origin = (0.0, 0.0)
             values = kernel
         native = _validated_kernel(values)
         if normalize:
@@ -242,6 +270,8 @@ class Convolver:
         self._native = native
         self._is_normalized = bool(normalize)
         self._pixel_scales = scales
+        self._origin = origin
+        self._use_fft = None if use_fft is None else bool(use_fft)
         self.convolve_over_sample_size = 1
         self._matrix_cache: tuple | None = None
 
@@ -273,6 +303,7 @@ class Convolver:
         axis_ratio: float = 1.0,
         angle: float = 0.0,
         normalize: bool = False,
+        convolve_over_sample_size: int = 1,
     ) -> Convolver:
         """An elliptical Gaussian ``exp(-r² / 2σ²) / (σ √(2π))`` at the pixel centres.
 
@@ -293,7 +324,12 @@ class Convolver:
         yr = -x * np.sin(phi) + y * np.cos(phi)
         r2 = xr**2 + (yr / axis_ratio) ** 2
         values = np.exp(-0.5 * r2 / sigma**2) / (sigma * np.sqrt(2.0 * np.pi))
-        return cls(values, normalize, pixel_scales=scales)
+        return cls(
+            values,
+            normalize=normalize,
+            convolve_over_sample_size=convolve_over_sample_size,
+            pixel_scales=scales,
+        )
 
     @classmethod
     def from_fits(
@@ -301,18 +337,21 @@ class Convolver:
         file_path: str | os.PathLike,
         hdu: int | str = 0,
         pixel_scales: float | tuple[float, float] = 1.0,
+        origin: tuple[float, float] = (0.0, 0.0),
         normalize: bool = False,
     ) -> Convolver:
-        """Read the kernel from a FITS image HDU (index or EXTNAME)."""
+        """Read the kernel from a FITS image HDU (index or EXTNAME); ``origin`` ``(y, x)`` arcsec is
+        that of :attr:`kernel` (it does not change convolution)."""
         from pipeline.io.fits import read_fits_array  # all FITS I/O lives in pipeline.io
 
-        return cls(read_fits_array(file_path, hdu=hdu), normalize, pixel_scales=pixel_scales)
+        kernel = Array2D.no_mask(read_fits_array(file_path, hdu=hdu), pixel_scales, origin=origin)
+        return cls(kernel, normalize=normalize)
 
     # ------------------------------------------------------------------ properties
     @property
     def kernel(self) -> Array2D:
         """The kernel as an unmasked ``Array2D`` (``.native`` is ``(ky, kx)``)."""
-        return Array2D.no_mask(self._native, self._pixel_scales)
+        return Array2D.no_mask(self._native, self._pixel_scales, origin=self._origin)
 
     @property
     def shape_native(self) -> tuple[int, int]:
@@ -328,6 +367,11 @@ class Convolver:
         return self._pixel_scales
 
     @property
+    def use_fft(self) -> bool | None:
+        """The default convolution method: True = FFT, False = direct, None = auto."""
+        return self._use_fft
+
+    @property
     def is_normalized(self) -> bool:
         """True if this kernel was produced by normalisation (it is then never re-divided)."""
         return self._is_normalized
@@ -341,7 +385,9 @@ class Convolver:
         """
         if self._is_normalized:
             return self
-        return Convolver(self._native, True, pixel_scales=self._pixel_scales)
+        return Convolver(
+            self.kernel, normalize=True, use_fft=self._use_fft, pixel_scales=self._pixel_scales
+        )
 
     def __getstate__(self) -> dict:
         # the cached operator can be large: never ship it to Dask workers
@@ -355,9 +401,12 @@ class Convolver:
         self,
         image: Array2D | np.ndarray,
         blurring_image: Array2D | np.ndarray | None = None,
+        jax_method: str = "direct",
+        use_mixed_precision: bool = False,
         mask: Mask2D | None = None,
+        xp: object = np,
         *,
-        method: str = "auto",
+        method: str | None = None,
     ) -> Array2D:
         """Convolve a masked image, adding the light of ``blurring_image`` from outside the mask.
 
@@ -368,17 +417,22 @@ class Convolver:
         blurring_image
             ``Array2D`` on ``M.blurring_mask_from(self.shape_native)`` (possibly a padded frame),
             or slim values over that mask. None: the light outside M is zero.
+        jax_method, use_mixed_precision, xp
+            PyAutoArray's JAX options, accepted only at their defaults (``"direct"``, False,
+            numpy): lenspipe convolves with numpy in float64; choose the method with ``method``.
         mask
             M, when ``image`` is a plain array (else it must equal ``image.mask``).
         method
-            ``"direct"`` (real-space ``scipy.signal.convolve``), ``"fft"`` (errors ~1e-16 of the
-            peak) or ``"auto"`` (the cheaper of the two for this kernel and mask).
+            Keyword only: ``"direct"`` (real-space ``scipy.signal.convolve``), ``"fft"`` (errors
+            ~1e-16 of the peak) or ``"auto"`` (the cheaper of the two for this kernel and mask).
+            None: the convolver's ``use_fft`` choice.
 
         Returns
         -------
         Array2D
             The convolved image on M, slim order.
         """
+        method = self._method(method, jax_method, use_mixed_precision, xp, "convolved_image_from")
         if isinstance(image, Array2D):
             if mask is not None and not np.array_equal(np.asarray(mask), np.asarray(image.mask)):
                 raise ArrayError("mask differs from image.mask")
@@ -407,9 +461,12 @@ class Convolver:
         mapping_matrix: np.ndarray | sp.sparray | sp.spmatrix,
         mask: Mask2D,
         blurring_mapping_matrix: np.ndarray | sp.sparray | sp.spmatrix | None = None,
-        *,
         blurring_mask: Mask2D | None = None,
-        method: str = "auto",
+        jax_method: str = "direct",
+        use_mixed_precision: bool = False,
+        xp: object = np,
+        *,
+        method: str | None = None,
     ) -> np.ndarray:
         """Convolve every column of a mapping matrix (each column a slim image on ``mask``).
 
@@ -422,15 +479,22 @@ class Convolver:
         blurring_mapping_matrix
             ``(N_blur, S)`` rows over ``blurring_mask`` (default
             ``mask.blurring_mask_from(self.shape_native)``). None: no light from outside the mask.
+        jax_method, use_mixed_precision, xp
+            PyAutoArray's JAX options, accepted only at their defaults (``"direct"``, False,
+            numpy).
         method
-            ``"direct"``: ``B @ [A; A_blur]`` with :func:`convolution_matrix_from`; ``"fft"``:
-            batched real FFTs; ``"auto"``: the cheaper. Both agree to ~1e-16 relative.
+            Keyword only: ``"direct"``: ``B @ [A; A_blur]`` with :func:`convolution_matrix_from`;
+            ``"fft"``: batched real FFTs; ``"auto"``: the cheaper. Both agree to ~1e-16 relative.
+            None: the convolver's ``use_fft`` choice.
 
         Returns
         -------
         numpy.ndarray
             ``(N, S)`` float64 blurred mapping matrix.
         """
+        method = self._method(
+            method, jax_method, use_mixed_precision, xp, "convolved_mapping_matrix_from"
+        )
         n = int(np.count_nonzero(~np.asarray(mask, dtype=bool)))
         if mapping_matrix.ndim != 2 or mapping_matrix.shape[0] != n:
             raise ArrayError(f"mapping_matrix of shape {mapping_matrix.shape} needs {n} rows")
@@ -456,6 +520,38 @@ class Convolver:
         return _convolve(
             self._native, values, src, tgt, method, lambda: self._matrix(frame_mask, bmask)
         )
+
+    def _method(
+        self,
+        method: str | None,
+        jax_method: str,
+        use_mixed_precision: bool,
+        xp: object,
+        where: str,
+    ) -> str:
+        where = f"Convolver.{where}"
+        refuse_unless(
+            jax_method == "direct",
+            KernelError,
+            where,
+            "jax_method",
+            jax_method,
+            "it picks jax.scipy.signal.convolve's method on the reference's JAX path, which "
+            "lenspipe does not have; choose the method with method='direct'/'fft'/'auto' or "
+            "Convolver(use_fft=...)",
+        )
+        refuse_unless(
+            not use_mixed_precision,
+            KernelError,
+            where,
+            "use_mixed_precision",
+            use_mixed_precision,
+            "lenspipe convolves in float64 only",
+        )
+        check_xp(xp, KernelError, where)
+        if method is not None:
+            return method
+        return {None: "auto", True: "fft", False: "direct"}[self._use_fft]
 
     def _matrix(self, frame_mask: np.ndarray, bmask: np.ndarray | None) -> sp.csr_matrix:
         # one entry: an inversion blurs a new mapping matrix on the same mask at every step

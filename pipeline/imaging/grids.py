@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipeline.exc import GridError
-from pipeline.imaging.arrays import Array2D
+from pipeline.imaging.arrays import Array2D, ArrayView
+from pipeline.imaging.compat import check_xp, refuse_unless
 from pipeline.imaging.mask import Mask2D
 from pipeline.imaging.over_sampling import OverSampler, over_sample_size_from
 
@@ -29,16 +30,47 @@ class Grid2D:
         ``(N, 2)`` slim coordinates or ``(ny, nx, 2)`` native coordinates.
     mask
         The frame (True = masked).
+    store_native
+        PyAutoArray's keyword, accepted only as False (lenspipe stores slim coordinates).
     over_sample_size
-        Integer >= 1 or per-pixel sizes, used by :attr:`over_sampled` and :attr:`over_sampler`.
+        Integer >= 1 or per-pixel sizes, used by :attr:`over_sampled` and :attr:`over_sampler`
+        (default 4, as the reference).
+    over_sampled, over_sampler
+        PyAutoArray's precomputed sub-pixel grid and sampler, accepted only as None: lenspipe
+        derives both from ``mask`` and ``over_sample_size``.
+    xp
+        PyAutoArray's array module: only numpy is accepted.
     """
 
     def __init__(
         self,
         values: np.ndarray,
         mask: Mask2D,
-        over_sample_size: int | np.ndarray | Array2D = 1,
+        store_native: bool = False,
+        over_sample_size: int | np.ndarray | Array2D = 4,
+        over_sampled: Any = None,
+        over_sampler: Any = None,
+        xp: Any = np,
     ):
+        refuse_unless(
+            not store_native,
+            GridError,
+            "Grid2D",
+            "store_native",
+            store_native,
+            "lenspipe stores slim coordinates; read the native frame with .native",
+        )
+        for keyword, value in (("over_sampled", over_sampled), ("over_sampler", over_sampler)):
+            refuse_unless(
+                value is None,
+                GridError,
+                "Grid2D",
+                keyword,
+                type(value).__name__,
+                "lenspipe derives the sub-pixel grid from mask and over_sample_size; pass "
+                "over_sample_size instead",
+            )
+        check_xp(xp, GridError, "Grid2D")
         arr = np.asarray(values, dtype=np.float64)
         if arr.shape == (mask.pixels_in_mask, 2):
             slim = arr.copy()
@@ -55,9 +87,12 @@ class Grid2D:
         self.over_sample_size = over_sample_size_from(over_sample_size, mask)
 
     @classmethod
-    def from_mask(cls, mask: Mask2D, over_sample_size: int | np.ndarray | Array2D = 1) -> Grid2D:
+    def from_mask(
+        cls, mask: Mask2D, over_sample_size: int | np.ndarray | Array2D = 4, xp: Any = np
+    ) -> Grid2D:
         """The grid of pixel centres of ``mask``'s unmasked pixels."""
-        return cls(mask.grid_slim, mask, over_sample_size)
+        check_xp(xp, GridError, "Grid2D.from_mask")
+        return cls(mask.grid_slim, mask, over_sample_size=over_sample_size)
 
     @classmethod
     def uniform(
@@ -65,26 +100,32 @@ class Grid2D:
         shape_native: tuple[int, int],
         pixel_scales: float | tuple[float, float],
         origin: tuple[float, float] = (0.0, 0.0),
-        over_sample_size: int | np.ndarray | Array2D = 1,
+        over_sample_size: int | np.ndarray | Array2D = 4,
+        respect_small_datasets: bool = True,
     ) -> Grid2D:
-        """The grid of every pixel centre of an unmasked frame."""
-        return cls.from_mask(Mask2D.all_false(shape_native, pixel_scales, origin), over_sample_size)
+        """The grid of every pixel centre of an unmasked frame.
+
+        ``respect_small_datasets`` is PyAutoArray's switch for its ``PYAUTO_SMALL_DATASETS`` test
+        mode; lenspipe has no such mode, so either value gives the full grid (what the reference
+        gives with the mode off)."""
+        mask = Mask2D.all_false(shape_native, pixel_scales, origin)
+        return cls.from_mask(mask, over_sample_size=over_sample_size)
 
     @property
-    def slim(self) -> np.ndarray:
+    def slim(self) -> ArrayView:
         """``(N, 2)`` read-only coordinates in slim order."""
-        return self._slim
+        return self._slim.view(ArrayView)
 
     @property
     def array(self) -> np.ndarray:
         return self._slim
 
     @property
-    def native(self) -> np.ndarray:
-        """``(ny, nx, 2)`` coordinates, 0 at masked pixels."""
+    def native(self) -> ArrayView:
+        """``(ny, nx, 2)`` coordinates, 0 at masked pixels (``.native.array``: plain ndarray)."""
         out = np.zeros((*self.mask.shape_native, 2), dtype=np.float64)
         out[~np.asarray(self.mask)] = self._slim
-        return out
+        return out.view(ArrayView)
 
     @property
     def shape_slim(self) -> int:
@@ -129,11 +170,12 @@ class Grid2D:
         return OverSampler(self.mask, self.over_sample_size)
 
     @cached_property
-    def over_sampled(self) -> np.ndarray:
-        """``(sum s_i**2, 2)`` sub-pixel centres in arcsec, one block per pixel in slim order."""
+    def over_sampled(self) -> ArrayView:
+        """``(sum s_i**2, 2)`` sub-pixel centres in arcsec, one block per pixel in slim order
+        (``.over_sampled.array``: plain ndarray)."""
         grid = self.over_sampler.over_sampled_grid
         grid.flags.writeable = False
-        return grid
+        return grid.view(ArrayView)
 
     def distances_to_coordinate_from(self, coordinate: tuple[float, float] = (0.0, 0.0)) -> Array2D:
         """Distance (arcsec) of every pixel centre to ``coordinate``."""
@@ -165,11 +207,11 @@ class GridsDataset:
 
     @cached_property
     def lp(self) -> Grid2D:
-        return Grid2D.from_mask(self.mask, self.over_sample_size_lp)
+        return Grid2D.from_mask(self.mask, over_sample_size=self.over_sample_size_lp)
 
     @cached_property
     def pixelization(self) -> Grid2D:
-        return Grid2D.from_mask(self.mask, self.over_sample_size_pixelization)
+        return Grid2D.from_mask(self.mask, over_sample_size=self.over_sample_size_pixelization)
 
     @cached_property
     def blurring(self) -> Grid2D | None:

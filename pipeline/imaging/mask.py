@@ -14,12 +14,16 @@ Conventions (same as PyAutoArray):
 
 from __future__ import annotations
 
+import numbers
 import os
 from functools import cached_property
+from typing import Any
 
 import numpy as np
+import scipy.ndimage
 
 from pipeline.exc import MaskError
+from pipeline.imaging.compat import check_xp
 from pipeline.imaging.frames import (
     blurring_mask_from,
     check_axis_ratio,
@@ -46,6 +50,12 @@ class Mask2D(np.ndarray):
         ``(y, x)`` arcsec of the frame centre.
     invert
         If True, swap masked and unmasked.
+    xp
+        PyAutoArray's array module: only numpy is accepted.
+
+    The shape factories take PyAutoArray's argument order, ``(shape_native, <shape parameters>,
+    pixel_scales, origin, centre, invert)``, so ``Mask2D.circular((100, 100), 3.0, 0.05)`` is a
+    3 arcsec circle on 0.05 arcsec pixels, as in the reference.
     """
 
     pixel_scales: tuple[float, float]
@@ -57,7 +67,9 @@ class Mask2D(np.ndarray):
         pixel_scales: float | tuple[float, float],
         origin: tuple[float, float] = (0.0, 0.0),
         invert: bool = False,
+        xp: Any = np,
     ) -> Mask2D:
+        check_xp(xp, MaskError, "Mask2D")
         arr = np.array(mask, dtype=bool, copy=True)
         if arr.ndim != 2:
             raise MaskError(f"a Mask2D must be 2-D, got an array of shape {arr.shape}")
@@ -97,10 +109,10 @@ class Mask2D(np.ndarray):
     def circular(
         cls,
         shape_native: tuple[int, int],
-        pixel_scales: float | tuple[float, float],
         radius: float,
-        centre: tuple[float, float] = (0.0, 0.0),
+        pixel_scales: float | tuple[float, float],
         origin: tuple[float, float] = (0.0, 0.0),
+        centre: tuple[float, float] = (0.0, 0.0),
         invert: bool = False,
     ) -> Mask2D:
         """Unmasked where the distance to ``centre`` is strictly less than ``radius`` (arcsec)."""
@@ -112,11 +124,11 @@ class Mask2D(np.ndarray):
     def circular_annular(
         cls,
         shape_native: tuple[int, int],
-        pixel_scales: float | tuple[float, float],
         inner_radius: float,
         outer_radius: float,
-        centre: tuple[float, float] = (0.0, 0.0),
+        pixel_scales: float | tuple[float, float],
         origin: tuple[float, float] = (0.0, 0.0),
+        centre: tuple[float, float] = (0.0, 0.0),
         invert: bool = False,
     ) -> Mask2D:
         """Unmasked where ``inner_radius**2 <= d**2 <= outer_radius**2`` (arcsec)."""
@@ -133,12 +145,12 @@ class Mask2D(np.ndarray):
     def elliptical(
         cls,
         shape_native: tuple[int, int],
-        pixel_scales: float | tuple[float, float],
         major_axis_radius: float,
         axis_ratio: float,
         angle: float,
-        centre: tuple[float, float] = (0.0, 0.0),
+        pixel_scales: float | tuple[float, float],
         origin: tuple[float, float] = (0.0, 0.0),
+        centre: tuple[float, float] = (0.0, 0.0),
         invert: bool = False,
     ) -> Mask2D:
         """Unmasked inside an ellipse: semi-major axis ``major_axis_radius`` (arcsec), ``axis_ratio``
@@ -154,15 +166,15 @@ class Mask2D(np.ndarray):
     def elliptical_annular(
         cls,
         shape_native: tuple[int, int],
-        pixel_scales: float | tuple[float, float],
         inner_major_axis_radius: float,
         inner_axis_ratio: float,
         inner_phi: float,
         outer_major_axis_radius: float,
         outer_axis_ratio: float,
         outer_phi: float,
-        centre: tuple[float, float] = (0.0, 0.0),
+        pixel_scales: float | tuple[float, float],
         origin: tuple[float, float] = (0.0, 0.0),
+        centre: tuple[float, float] = (0.0, 0.0),
         invert: bool = False,
     ) -> Mask2D:
         """Unmasked outside the inner ellipse (``r_in >= inner``) and inside the outer one
@@ -189,12 +201,21 @@ class Mask2D(np.ndarray):
         pixel_coordinates: list[tuple[int, int]],
         pixel_scales: float | tuple[float, float],
         origin: tuple[float, float] = (0.0, 0.0),
+        buffer: int = 0,
         invert: bool = False,
     ) -> Mask2D:
-        """A mask unmasked exactly at the given ``(row, col)`` pixels."""
+        """A mask unmasked at the given ``(row, col)`` pixels and, with ``buffer`` > 0, at every pixel
+        within ``buffer`` pixels of one of them in y and in x (a square of side ``2 buffer + 1``)."""
+        if isinstance(buffer, bool) or not isinstance(buffer, numbers.Integral) or buffer < 0:
+            raise MaskError(
+                f"from_pixel_coordinates: buffer must be an integer >= 0, got {buffer!r}"
+            )
         arr = np.ones(shape_pair(shape_native), dtype=bool)
         for row, col in pixel_coordinates:
             arr[row, col] = False
+        if buffer:
+            size = 2 * int(buffer) + 1
+            arr = ~scipy.ndimage.binary_dilation(~arr, structure=np.ones((size, size), dtype=bool))
         return cls(arr, pixel_scales, origin, invert)
 
     @classmethod

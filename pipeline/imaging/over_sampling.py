@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import numbers
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipeline.exc import OverSamplingError
 from pipeline.imaging.arrays import Array2D
+from pipeline.imaging.compat import check_xp
 from pipeline.imaging.mask import Mask2D
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def over_sample_size_from(
     if isinstance(value, numbers.Real):
         raise OverSamplingError(f"{name} must be an integer >= 1, got {value!r}")
     if isinstance(value, Array2D):
-        values = value.native if value.shape_native == mask.shape_native else value.slim
+        values: np.ndarray = value.native if value.shape_native == mask.shape_native else value.slim
     else:
         values = np.asarray(value)
     try:
@@ -138,8 +139,10 @@ class OverSampler:
         """``(sub_total, 2)`` sub-pixel centres ``(y, x)`` in arcsec, blocks in slim order."""
         return over_sampled_grid_from(self.mask.grid_slim, self._sizes, self.mask.pixel_scales)
 
-    def binned_array_2d_from(self, array: np.ndarray | Array2D) -> Array2D:
-        """Mean of each pixel's block of sub-pixel values, as an ``Array2D`` on the mask."""
+    def binned_array_2d_from(self, array: np.ndarray | Array2D, xp: Any = np) -> Array2D:
+        """Mean of each pixel's block of sub-pixel values, as an ``Array2D`` on the mask
+        (``xp``, PyAutoArray's array module, must be numpy)."""
+        check_xp(xp, OverSamplingError, "OverSampler.binned_array_2d_from")
         values = np.asarray(array, dtype=np.float64)
         if values.shape != (self.sub_total,):
             raise OverSamplingError(

@@ -5,10 +5,12 @@ Units: images are in **electrons per second** per pixel, ``exposure_time`` in se
 
 Follows PyAutoArray's ``SimulatorImaging`` (``dataset/imaging/simulator.py``) step for step, except:
 
-* randomness comes from an explicit ``numpy.random.Generator`` (never the global legacy RNG).
-  ``noise_seed=-1`` draws fresh entropy on every call; any other seed makes every call draw the
-  same noise (as the reference, which re-seeds on every call); ``rng=`` shares a caller's
-  generator, which advances with each call;
+* the global numpy RNG is never touched. ``noise_seed >= 0`` draws from a private
+  ``numpy.random.RandomState(noise_seed)``: the reference's legacy stream (``np.random.seed``, then
+  ``np.random.poisson``), so the same seed gives the reference's noise realisation draw for draw,
+  on every call. ``noise_seed=-1`` draws fresh entropy on every call; ``rng=`` (a lenspipe
+  addition) shares a caller's ``numpy.random.Generator``, which advances with each call and gives
+  a different stream from the reference's;
 * negative counts and non-finite values raise :class:`~pipeline.exc.DatasetError` naming the pixel
   (the reference lets ``numpy`` fail or returns NaN noise);
 * the dataset keeps the PSF exactly as used (``use_normalized_psf=normalize_psf``).
@@ -18,12 +20,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from pipeline.exc import DatasetError
 from pipeline.imaging.arrays import Array2D
+from pipeline.imaging.compat import check_xp, refuse_unless
 from pipeline.imaging.convolver import Convolver
 from pipeline.imaging.dataset import Imaging
 from pipeline.imaging.grids import Grid2D
@@ -74,6 +77,9 @@ class SimulatorImaging:
     psf
         The PSF ``Convolver``; None: no blurring (``Convolver.no_blur`` at the image's pixel
         scales). Never modified.
+    use_real_space_convolution
+        True: convolve in real space (``method="direct"``); False: with FFTs (``"fft"``), which
+        agree to ~1e-16 of the peak.
     normalize_psf
         Use a unit-sum copy of the PSF (``psf.normalized``).
     add_poisson_noise_to_data
@@ -86,8 +92,12 @@ class SimulatorImaging:
     noise_if_add_noise_false
         Uniform noise (electrons per second, > 0) when the Poisson noise map is not used.
     noise_seed
-        -1: fresh entropy on every call; an integer >= 0: ``np.random.default_rng(noise_seed)``
-        created anew on every call, so every call gives the same noise.
+        -1: fresh entropy on every call; an integer in ``[0, 2**32)``: the Poisson draws of
+        ``numpy.random.RandomState(noise_seed)``, created anew on every call, so every call gives
+        the same noise, and the same noise as PyAutoArray's simulator with that seed (for the same
+        blurred image: it uses the legacy global ``np.random.seed``, which we do not touch).
+    use_jax
+        PyAutoArray's JAX switch, accepted only as False: lenspipe simulates with numpy.
     rng
         Keyword only: a ``numpy.random.Generator`` used instead of ``noise_seed`` (it advances with
         each call).
@@ -108,6 +118,7 @@ class SimulatorImaging:
     add_poisson_noise_to_data: bool
     include_poisson_noise_in_noise_map: bool
     noise_seed: int
+    use_real_space_convolution: bool
     rng: np.random.Generator | None
 
     def __init__(
@@ -116,14 +127,24 @@ class SimulatorImaging:
         background_sky_level: float = 0.0,
         subtract_background_sky: bool = True,
         psf: Convolver | None = None,
+        use_real_space_convolution: bool = True,
         normalize_psf: bool = True,
         add_poisson_noise_to_data: bool = True,
         include_poisson_noise_in_noise_map: bool = True,
         noise_if_add_noise_false: float = 0.1,
         noise_seed: int = -1,
+        use_jax: bool = False,
         *,
         rng: np.random.Generator | None = None,
     ) -> None:
+        refuse_unless(
+            not use_jax,
+            DatasetError,
+            "SimulatorImaging",
+            "use_jax",
+            use_jax,
+            "lenspipe simulates with numpy (a seed gives the reference's numpy noise realisation)",
+        )
         self.exposure_time = _finite(exposure_time, "exposure_time", positive=True)
         self.background_sky_level = _finite(
             background_sky_level, "background_sky_level", non_negative=True
@@ -139,9 +160,10 @@ class SimulatorImaging:
             raise DatasetError(
                 f"SimulatorImaging: noise_seed must be an integer, got {noise_seed!r}"
             )
-        if noise_seed < -1:
+        if noise_seed < -1 or noise_seed >= 2**32:
             raise DatasetError(
-                f"SimulatorImaging: noise_seed must be -1 (random) or >= 0, got {noise_seed}"
+                "SimulatorImaging: noise_seed must be -1 (random) or in [0, 2**32) (a legacy numpy "
+                f"seed, as the reference's), got {noise_seed}"
             )
         if rng is not None:
             if not isinstance(rng, np.random.Generator):
@@ -152,6 +174,7 @@ class SimulatorImaging:
             if noise_seed != -1:
                 raise DatasetError("SimulatorImaging: pass either noise_seed or rng, not both")
         self.psf = psf.normalized if (psf is not None and normalize_psf) else psf
+        self.use_real_space_convolution = bool(use_real_space_convolution)
         self.normalize_psf = bool(normalize_psf)
         self.subtract_background_sky = bool(subtract_background_sky)
         self.add_poisson_noise_to_data = bool(add_poisson_noise_to_data)
@@ -159,15 +182,21 @@ class SimulatorImaging:
         self.noise_seed = int(noise_seed)
         self.rng = rng
 
-    def _generator(self) -> np.random.Generator:
+    def _poisson(self, counts: np.ndarray) -> np.ndarray:
         if self.rng is not None:
-            return self.rng
-        return np.random.default_rng(None if self.noise_seed == -1 else self.noise_seed)
+            return self.rng.poisson(counts)
+        if self.noise_seed == -1:
+            return np.random.default_rng().poisson(counts)
+        # the reference's np.random.seed(seed); np.random.poisson(...) stream, draws in row-major
+        # order, without touching the global RNG
+        return np.random.RandomState(self.noise_seed).poisson(counts)
 
     def via_image_from(
         self,
         image: Array2D,
         over_sample_size: int | np.ndarray | Array2D | None = None,
+        image_is_convolved: bool = False,
+        xp: Any = None,
     ) -> Imaging:
         """Simulate a dataset from a noiseless, unblurred image.
 
@@ -178,14 +207,19 @@ class SimulatorImaging:
         over_sample_size
             If given, the light-profile over-sampling of the returned dataset
             (``apply_over_sampling(over_sample_size_lp=...)``).
+        image_is_convolved
+            The image is already blurred by the PSF: skip the convolution.
+        xp
+            PyAutoArray's array module: only None or numpy is accepted.
 
         Returns
         -------
         Imaging
             Unmasked dataset (``check_noise_map=False``): data and noise map in electrons per
-            second, the PSF as used. The Poisson draw is a single ``rng.poisson`` call on the
-            native ``(ny, nx)`` counts ``(blurred + sky) * exposure_time``.
+            second, the PSF as used. The Poisson draw is a single ``poisson`` call on the
+            native ``(ny, nx)`` counts ``(blurred + sky) * exposure_time`` (row-major order).
         """
+        check_xp(xp, DatasetError, "SimulatorImaging.via_image_from")
         if not isinstance(image, Array2D):
             raise DatasetError(
                 f"SimulatorImaging: image must be an Array2D, got {type(image).__name__}; wrap it "
@@ -205,7 +239,13 @@ class SimulatorImaging:
                 f"{row}, col {col}); fix the input image"
             )
         psf = self.psf if self.psf is not None else Convolver.no_blur(image.pixel_scales)
-        blurred = np.asarray(psf.convolved_image_from(image).native, dtype=np.float64)
+        if image_is_convolved:
+            blurred = np.asarray(image.native, dtype=np.float64)
+        else:
+            method = "direct" if self.use_real_space_convolution else "fft"
+            blurred = np.asarray(
+                psf.convolved_image_from(image, method=method).native, dtype=np.float64
+            )
         t, sky = self.exposure_time, self.background_sky_level
         signal = blurred + sky
 
@@ -222,11 +262,12 @@ class SimulatorImaging:
                     "noise off (add_poisson_noise_to_data=False, "
                     "include_poisson_noise_in_noise_map=False)"
                 )
-            noisy = self._generator().poisson(counts) / t
+            # signal + (draw - signal), not draw alone: the reference's arithmetic, bit for bit
+            noisy = signal + (self._poisson(counts) / t - signal)
 
         data = noisy if self.add_poisson_noise_to_data else signal
         if self.include_poisson_noise_in_noise_map:
-            noise = np.sqrt(np.abs(noisy * t)) / t
+            noise = np.abs(noisy * t) ** 0.5 / t
         else:
             noise = np.full(signal.shape, self.noise_if_add_noise_false)
         if self.subtract_background_sky:

@@ -96,7 +96,7 @@ def test_circular_mask(survey, unmasked):
         mask={"kind": "circular", "radius": 1.2, "centre": [0.1, -0.2]},
         over_sampling=UNIFORM,
     )
-    mask = Mask2D.circular(SHAPE, SCALE, 1.2, centre=(0.1, -0.2))
+    mask = Mask2D.circular(shape_native=SHAPE, pixel_scales=SCALE, radius=1.2, centre=(0.1, -0.2))
     assert_same(got, unmasked.apply_mask(mask).apply_over_sampling(2, 3))
     # pixels within 1.2" of the centre: about pi * 12**2
     assert 400 < got.shape_slim < 500
@@ -109,7 +109,9 @@ def test_annular_mask(survey, unmasked):
         mask={"kind": "annular", "inner_radius": 0.4, "outer_radius": 1.5},
         over_sampling=UNIFORM,
     )
-    mask = Mask2D.circular_annular(SHAPE, SCALE, 0.4, 1.5)
+    mask = Mask2D.circular_annular(
+        shape_native=SHAPE, pixel_scales=SCALE, inner_radius=0.4, outer_radius=1.5
+    )
     assert_same(got, unmasked.apply_mask(mask).apply_over_sampling(2, 3))
     assert bool(np.asarray(got.mask)[20, 20])  # the centre is inside the hole
 
@@ -120,7 +122,9 @@ def test_elliptical_mask(survey, unmasked):
         mask={"kind": "elliptical", "major_axis_radius": 1.6, "axis_ratio": 0.5, "angle": 30.0},
         over_sampling=UNIFORM,
     )
-    mask = Mask2D.elliptical(SHAPE, SCALE, 1.6, 0.5, 30.0)
+    mask = Mask2D.elliptical(
+        shape_native=SHAPE, pixel_scales=SCALE, major_axis_radius=1.6, axis_ratio=0.5, angle=30.0
+    )
     assert_same(got, unmasked.apply_mask(mask).apply_over_sampling(2, 3))
 
 
@@ -143,9 +147,12 @@ def test_manifest_mask_radius_overrides_the_config(survey, unmasked):
     assert float(row["mask_radius"]) == 1.7
     inputs = {"kind": "manifest", "path": str(survey / "manifest.csv")}
     got = _prepared(survey, inputs, mask={"kind": "circular", "radius": 3.0}, over_sampling=UNIFORM)
-    mask = Mask2D.circular(SHAPE, SCALE, 1.7)
+    mask = Mask2D.circular(shape_native=SHAPE, pixel_scales=SCALE, radius=1.7)
     assert_same(got, unmasked.apply_mask(mask).apply_over_sampling(2, 3))
-    assert got.shape_slim < Mask2D.circular(SHAPE, SCALE, 3.0).pixels_in_mask
+    assert (
+        got.shape_slim
+        < Mask2D.circular(shape_native=SHAPE, pixel_scales=SCALE, radius=3.0).pixels_in_mask
+    )
 
 
 # ---------------------------------------------------------------------------------------- sampling
@@ -154,14 +161,18 @@ CIRCLE = {"kind": "circular", "radius": 1.5}
 
 def test_uniform_over_sampling(survey, unmasked):
     got = _prepared(survey, mask=CIRCLE, over_sampling={"kind": "uniform", "lp": 5})
-    masked = unmasked.apply_mask(Mask2D.circular(SHAPE, SCALE, 1.5))
+    masked = unmasked.apply_mask(
+        Mask2D.circular(shape_native=SHAPE, pixel_scales=SCALE, radius=1.5)
+    )
     assert_same(got, masked.apply_over_sampling(5, 4))  # pixelization: 4 by default
 
 
 def test_radial_over_sampling(survey, unmasked):
     over = {"kind": "radial", "sub_size_list": [8, 4, 2], "radial_list": [0.3, 0.8]}
     got = _prepared(survey, mask=CIRCLE, over_sampling=over)
-    masked = unmasked.apply_mask(Mask2D.circular(SHAPE, SCALE, 1.5))
+    masked = unmasked.apply_mask(
+        Mask2D.circular(shape_native=SHAPE, pixel_scales=SCALE, radius=1.5)
+    )
     sizes = over_sample_size_via_radial_bins_from(masked.grid, [8, 4, 2], [0.3, 0.8])
     assert_same(got, masked.apply_over_sampling(sizes, 4))
     lp = np.asarray(got.over_sample_size_lp)
@@ -179,7 +190,9 @@ def test_adaptive_over_sampling(survey, unmasked):
         "pixelization": 2,
     }
     got = _prepared(survey, mask=CIRCLE, over_sampling=over)
-    masked = unmasked.apply_mask(Mask2D.circular(SHAPE, SCALE, 1.5))
+    masked = unmasked.apply_mask(
+        Mask2D.circular(shape_native=SHAPE, pixel_scales=SCALE, radius=1.5)
+    )
     sizes = over_sample_size_via_adapt_from(masked.data, masked.noise_map, 3.0, 1, 6)
     assert_same(got, masked.apply_over_sampling(sizes, 2))
     lp = np.asarray(got.over_sample_size_lp)

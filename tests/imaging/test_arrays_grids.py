@@ -140,7 +140,7 @@ def test_over_sample_size_validation(mask):
 
 
 def test_radial_bins_helper_loop():
-    mask = Mask2D.circular((15, 15), 0.1, radius=0.7)
+    mask = Mask2D.circular(shape_native=(15, 15), pixel_scales=0.1, radius=0.7)
     grid = Grid2D.from_mask(mask)
     sizes = over_sample_size_via_radial_bins_from(
         grid, sub_size_list=[8, 4, 2], radial_list=[0.2, 0.4], centre_list=[(0.0, 0.0), (0.3, 0.3)]

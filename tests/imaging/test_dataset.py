@@ -23,7 +23,7 @@ def _dataset(rng_seed=0, **kwargs) -> Imaging:
 
 
 def _mask():
-    return Mask2D.circular(SHAPE, SCALES, radius=0.4)
+    return Mask2D.circular(shape_native=SHAPE, pixel_scales=SCALES, radius=0.4)
 
 
 def test_psf_normalised_in_a_copy():
@@ -115,11 +115,11 @@ def test_apply_mask():
     assert ds.shape_slim == SHAPE[0] * SHAPE[1]
     # masks can only shrink
     with pytest.raises(DatasetError, match="only shrink"):
-        masked.apply_mask(Mask2D.circular(SHAPE, SCALES, radius=0.6))
+        masked.apply_mask(Mask2D.circular(shape_native=SHAPE, pixel_scales=SCALES, radius=0.6))
     with pytest.raises(MaskError, match="shape"):
         ds.apply_mask(Mask2D.all_false((12, 15), SCALES))
     with pytest.raises(MaskError, match="pixel_scales"):
-        ds.apply_mask(Mask2D.circular(SHAPE, 0.1, radius=0.4))
+        ds.apply_mask(Mask2D.circular(shape_native=SHAPE, pixel_scales=0.1, radius=0.4))
 
 
 def test_apply_mask_twice_keeps_covariance_consistent():
@@ -128,8 +128,8 @@ def test_apply_mask_twice_keeps_covariance_consistent():
     cov = a @ a.T + np.eye(a.shape[0])
     data = Array2D.no_mask(rng.normal(size=SHAPE), SCALES)
     ds = Imaging(data, noise_covariance_matrix=cov)
-    m1 = Mask2D.circular(SHAPE, SCALES, radius=0.5)
-    m2 = Mask2D.circular(SHAPE, SCALES, radius=0.3)
+    m1 = Mask2D.circular(shape_native=SHAPE, pixel_scales=SCALES, radius=0.5)
+    m2 = Mask2D.circular(shape_native=SHAPE, pixel_scales=SCALES, radius=0.3)
     twice = ds.apply_mask(m1).apply_mask(m2)
     keep = np.flatnonzero(~np.asarray(m2))  # flat full-frame indexes
     np.testing.assert_array_equal(twice.noise_covariance_matrix, cov[np.ix_(keep, keep)])
@@ -138,7 +138,9 @@ def test_apply_mask_twice_keeps_covariance_consistent():
 
 def test_apply_noise_scaling_both_variants():
     ds = _dataset()
-    region_mask = Mask2D.circular(SHAPE, SCALES, radius=0.25)  # scaled where False
+    region_mask = Mask2D.circular(
+        shape_native=SHAPE, pixel_scales=SCALES, radius=0.25
+    )  # scaled where False
     scaled = ds.apply_noise_scaling(region_mask, noise_value=1e6)
     region = ~np.asarray(region_mask)
     np.testing.assert_array_equal(scaled.noise_map.native[region], 1e6)
@@ -180,7 +182,7 @@ def test_trimmed_dataset_is_consistent():
         Array2D.no_mask(rng.normal(size=SHAPE), SCALES),
         noise_covariance_matrix=a @ a.T + np.eye(192),
         psf=Convolver(np.ones((3, 5)), pixel_scales=SCALES),
-    ).apply_mask(Mask2D.circular(SHAPE, SCALES, radius=0.45))
+    ).apply_mask(Mask2D.circular(shape_native=SHAPE, pixel_scales=SCALES, radius=0.45))
     trimmed = ds.trimmed_after_convolution_from((3, 5))
     assert trimmed.shape_native == (10, 12)
     assert trimmed.grid.shape_slim == trimmed.shape_slim == trimmed.noise_covariance_matrix.shape[0]

@@ -31,7 +31,7 @@ def _loop_mask(shape, scales, unmasked_if):
 @pytest.mark.parametrize("shape,scales", [((9, 9), (0.5, 0.5)), ((12, 7), (0.1, 0.08))])
 def test_circular_matches_loop(shape, scales):
     radius, centre = 0.33, (0.05, -0.04)
-    mask = Mask2D.circular(shape, scales, radius, centre=centre)
+    mask = Mask2D.circular(shape_native=shape, pixel_scales=scales, radius=radius, centre=centre)
     expected = _loop_mask(
         shape, scales, lambda y, x: (y - centre[0]) ** 2 + (x - centre[1]) ** 2 < radius**2 - 1e-12
     )
@@ -42,11 +42,15 @@ def test_circular_matches_loop(shape, scales):
 
 def test_circular_annular_and_radii_order():
     shape, scales = (15, 13), (0.1, 0.12)
-    mask = Mask2D.circular_annular(shape, scales, inner_radius=0.25, outer_radius=0.6)
+    mask = Mask2D.circular_annular(
+        shape_native=shape, pixel_scales=scales, inner_radius=0.25, outer_radius=0.6
+    )
     expected = _loop_mask(shape, scales, lambda y, x: 0.25**2 <= y * y + x * x <= 0.6**2)
     np.testing.assert_array_equal(mask, expected)
     with pytest.raises(MaskError, match="inner_radius"):
-        Mask2D.circular_annular(shape, scales, inner_radius=0.7, outer_radius=0.6)
+        Mask2D.circular_annular(
+            shape_native=shape, pixel_scales=scales, inner_radius=0.7, outer_radius=0.6
+        )
 
 
 def _ellipse_radius(y, x, q, angle):
@@ -58,7 +62,9 @@ def _ellipse_radius(y, x, q, angle):
 
 def test_elliptical_matches_rotated_ellipse_loop():
     shape, scales = (21, 17), (0.1, 0.1)
-    mask = Mask2D.elliptical(shape, scales, major_axis_radius=0.8, axis_ratio=0.5, angle=30.0)
+    mask = Mask2D.elliptical(
+        shape_native=shape, pixel_scales=scales, major_axis_radius=0.8, axis_ratio=0.5, angle=30.0
+    )
     expected = _loop_mask(shape, scales, lambda y, x: _ellipse_radius(y, x, 0.5, 30.0) <= 0.8)
     np.testing.assert_array_equal(mask, expected)
     # counter-clockwise rotation: the pixel near r=0.7 along +30 deg lies inside the ellipse
@@ -67,7 +73,16 @@ def test_elliptical_matches_rotated_ellipse_loop():
 
 def test_elliptical_annular_matches_loop():
     shape, scales = (19, 23), (0.1, 0.1)
-    mask = Mask2D.elliptical_annular(shape, scales, 0.3, 0.7, 10.0, 0.9, 0.6, 60.0)
+    mask = Mask2D.elliptical_annular(
+        shape_native=shape,
+        pixel_scales=scales,
+        inner_major_axis_radius=0.3,
+        inner_axis_ratio=0.7,
+        inner_phi=10.0,
+        outer_major_axis_radius=0.9,
+        outer_axis_ratio=0.6,
+        outer_phi=60.0,
+    )
     expected = _loop_mask(
         shape,
         scales,
@@ -80,7 +95,9 @@ def test_elliptical_annular_matches_loop():
 
 def test_bad_parameters_raise():
     with pytest.raises(MaskError, match="axis_ratio"):
-        Mask2D.elliptical((5, 5), 0.1, 0.3, axis_ratio=0.0, angle=0.0)
+        Mask2D.elliptical(
+            shape_native=(5, 5), pixel_scales=0.1, major_axis_radius=0.3, axis_ratio=0.0, angle=0.0
+        )
     with pytest.raises(MaskError, match="pixel_scales"):
         Mask2D.all_false((5, 5), -0.1)
     with pytest.raises(MaskError, match="2-D"):
@@ -101,7 +118,13 @@ def test_index_maps_are_row_major_and_inverse():
 
 
 def test_grid_and_mask_centre():
-    mask = Mask2D.circular((10, 14), (0.1, 0.2), radius=0.45, centre=(0.1, 0.3), origin=(1.0, -2.0))
+    mask = Mask2D.circular(
+        shape_native=(10, 14),
+        pixel_scales=(0.1, 0.2),
+        radius=0.45,
+        centre=(0.1, 0.3),
+        origin=(1.0, -2.0),
+    )
     for i, (r, c) in enumerate(mask.native_for_slim):
         y, x = _centre_yx(r, c, (10, 14), (0.1, 0.2), origin=(1.0, -2.0))
         assert mask.grid_slim[i] == pytest.approx((y, x), abs=1e-15)
@@ -112,7 +135,9 @@ def test_grid_and_mask_centre():
 
 
 def test_edge_mask_loop():
-    mask = Mask2D.circular_annular((12, 12), 0.1, 0.15, 0.5)
+    mask = Mask2D.circular_annular(
+        shape_native=(12, 12), pixel_scales=0.1, inner_radius=0.15, outer_radius=0.5
+    )
     ny, nx = mask.shape
     expected = np.ones_like(np.asarray(mask))
     for r in range(ny):
@@ -144,7 +169,7 @@ def _blurring_loop(mask, ky, kx):
 
 
 def test_blurring_mask_non_square_kernel():
-    mask = Mask2D.circular((20, 17), (0.1, 0.08), radius=0.45)
+    mask = Mask2D.circular(shape_native=(20, 17), pixel_scales=(0.1, 0.08), radius=0.45)
     blurring = mask.blurring_mask_from((5, 3))
     np.testing.assert_array_equal(blurring, _blurring_loop(np.asarray(mask), 5, 3))
     assert blurring.pixel_scales == mask.pixel_scales
@@ -163,7 +188,7 @@ def test_blurring_mask_pads_when_mask_reaches_the_edge():
 
 
 def test_resized_and_pickle():
-    mask = Mask2D.circular((9, 8), 0.1, radius=0.25)
+    mask = Mask2D.circular(shape_native=(9, 8), pixel_scales=0.1, radius=0.25)
     small = mask.resized_from((5, 4))
     np.testing.assert_array_equal(small, np.asarray(mask)[4 - 2 : 4 + 3, 4 - 2 : 4 + 2])
     big = mask.resized_from((11, 10))
@@ -174,7 +199,7 @@ def test_resized_and_pickle():
 
 
 def test_fits_round_trip(tmp_path):
-    mask = Mask2D.circular((9, 12), (0.1, 0.2), radius=0.5)
+    mask = Mask2D.circular(shape_native=(9, 12), pixel_scales=(0.1, 0.2), radius=0.5)
     mask.output_to_fits(tmp_path / "mask.fits")
     back = Mask2D.from_fits(tmp_path / "mask.fits", pixel_scales=(0.1, 0.2))
     np.testing.assert_array_equal(back, mask)

@@ -46,7 +46,11 @@ def _brute_force_w(mask: np.ndarray, kernel: np.ndarray, noise: np.ndarray) -> n
 
 
 def _annulus_touching_edge():
-    mask = np.asarray(Mask2D.circular_annular((13, 11), (0.1, 0.12), 0.15, 0.55))
+    mask = np.asarray(
+        Mask2D.circular_annular(
+            shape_native=(13, 11), pixel_scales=(0.1, 0.12), inner_radius=0.15, outer_radius=0.55
+        )
+    )
     mask = mask.copy()
     mask[6, 0] = mask[6, 1] = False  # reaches the left edge
     mask[0, 5] = False  # and the top edge
@@ -59,7 +63,7 @@ CASES = {
         np.random.default_rng(1).normal(size=(5, 3)),  # non-square, asymmetric, negative pixels
     ),
     "circle_wide_kernel": (
-        np.asarray(Mask2D.circular((12, 14), 0.1, 0.45)),
+        np.asarray(Mask2D.circular(shape_native=(12, 14), pixel_scales=0.1, radius=0.45)),
         np.random.default_rng(2).uniform(-0.2, 1.0, size=(3, 7)),
     ),
     "all_unmasked_square": (
@@ -244,7 +248,7 @@ def test_reference_case_operator(reference_case):
 def test_dataset_methods_carry_and_drop_the_operator():
     rng = np.random.default_rng(8)
     shape, scales = (16, 16), 0.1
-    mask = Mask2D.circular(shape, scales, 0.5)
+    mask = Mask2D.circular(shape_native=shape, pixel_scales=scales, radius=0.5)
     ds = Imaging(
         Array2D.no_mask(rng.normal(size=shape), scales),
         Array2D.no_mask(rng.uniform(1, 2, size=shape), scales),
@@ -256,8 +260,18 @@ def test_dataset_methods_carry_and_drop_the_operator():
         with_op.apply_over_sampling(over_sample_size_lp=2).sparse_operator
         is with_op.sparse_operator
     )
-    assert with_op.apply_mask(Mask2D.circular(shape, scales, 0.3)).sparse_operator is None
-    assert with_op.apply_noise_scaling(Mask2D.circular(shape, scales, 0.1)).sparse_operator is None
+    assert (
+        with_op.apply_mask(
+            Mask2D.circular(shape_native=shape, pixel_scales=scales, radius=0.3)
+        ).sparse_operator
+        is None
+    )
+    assert (
+        with_op.apply_noise_scaling(
+            Mask2D.circular(shape_native=shape, pixel_scales=scales, radius=0.1)
+        ).sparse_operator
+        is None
+    )
     f32 = ds.apply_sparse_operator(batch_size=32, backend="numpy", dtype=np.float32).sparse_operator
     assert f32.dtype == np.float32
     expected = sparse_operator_dense(
@@ -284,7 +298,7 @@ def test_bad_inputs():
 
 
 def test_rows_temporary_memory_is_bounded_by_output():
-    mask = np.asarray(Mask2D.circular((90, 90), 0.1, 3.5))
+    mask = np.asarray(Mask2D.circular(shape_native=(90, 90), pixel_scales=0.1, radius=3.5))
     noise = np.random.default_rng(9).uniform(1, 2, size=mask.shape)
     inputs = OperatorInputs.from_noise_map(
         noise, mask, np.random.default_rng(10).uniform(size=(21, 21))

@@ -48,7 +48,12 @@ def skewed() -> Imaging:
     axes or orientation shows."""
     lens = simulate_lens((31, 24), (0.08, 0.05), psf_shape=(5, 3), seed=4)
     origin = (0.3, -0.2)
-    mask = Mask2D.circular(lens.shape_native, lens.pixel_scales, radius=0.9, centre=(0.25, 0.1))
+    mask = Mask2D.circular(
+        shape_native=lens.shape_native,
+        pixel_scales=lens.pixel_scales,
+        radius=0.9,
+        centre=(0.25, 0.1),
+    )
     mask = Mask2D(np.asarray(mask), lens.pixel_scales, origin)
     sizes = np.where(np.arange(mask.size).reshape(mask.shape) % 3 == 0, 3, 1)
     imaging = Imaging(

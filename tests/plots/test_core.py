@@ -29,7 +29,7 @@ def test_plots_never_touch_pyplot(tmp_path):
         from pipeline.mock import simulate_lens
         from pipeline import Mask2D, plots
         lens = simulate_lens((24, 24), 0.1, psf_shape=(3, 3), seed=1)
-        lens = lens.apply_mask(Mask2D.circular((24, 24), 0.1, radius=1.0))
+        lens = lens.apply_mask(Mask2D.circular(shape_native=(24, 24), radius=1.0, pixel_scales=0.1))
         lens = lens.apply_sparse_operator(backend="numpy")
         plots.dataset_panel(lens).savefig({str(tmp_path / "a.png")!r})
         plots.operator_panel(lens).savefig({str(tmp_path / "b.png")!r})

@@ -237,7 +237,7 @@ def test_bad_inputs_fail_alone_with_clear_messages(tmp_path, capsys):
 
 def test_bad_mask_files_fail_alone(tmp_path, capsys):
     s = Inputs(tmp_path)
-    circle = Mask2D.circular(SHAPE, 0.1, 2.5)
+    circle = Mask2D.circular(shape_native=SHAPE, pixel_scales=0.1, radius=2.5)
 
     def mask_file(name: str, mask: np.ndarray) -> str:
         path = tmp_path / name / "mask.fits"

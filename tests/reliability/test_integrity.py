@@ -93,7 +93,9 @@ def pristine(tmp_path_factory) -> Path:
     """A complete dataset (40x40 pixels, N = 1020, 5x5 PSF, float64 operator in 11 batches, no
     covariance), checked intact."""
     raw = simulate_lens((40, 40), 0.1, psf_shape=(5, 5), seed=11)
-    imaging = raw.apply_mask(Mask2D.circular((40, 40), 0.1, 1.8)).apply_over_sampling(2, 4)
+    imaging = raw.apply_mask(
+        Mask2D.circular(shape_native=(40, 40), pixel_scales=0.1, radius=1.8)
+    ).apply_over_sampling(2, 4)
     imaging = imaging.apply_sparse_operator(batch_size=256, backend="numpy")
     store = tmp_path_factory.mktemp("pristine") / "survey.zarr"
     write_imaging(store, NAME, imaging, batch_size=BATCH)

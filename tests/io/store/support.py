@@ -31,7 +31,9 @@ def masked(seed: int, radius: float, psf_shape=(5, 7)) -> Imaging:
     frame = Mask2D.all_false(SHAPE, SCALES, origin=ORIGIN)
     imaging = Imaging(
         Array2D(raw.data.native, frame), Array2D(raw.noise_map.native, frame), raw.psf
-    ).apply_mask(Mask2D.circular(SHAPE, SCALES, radius, origin=ORIGIN))
+    ).apply_mask(
+        Mask2D.circular(shape_native=SHAPE, pixel_scales=SCALES, radius=radius, origin=ORIGIN)
+    )
     sizes = np.random.default_rng(seed).integers(1, 5, size=imaging.shape_slim)
     return imaging.apply_over_sampling(sizes, 2)
 

@@ -27,7 +27,7 @@ N_WRITERS = 3
 
 def test_concurrent_batch_writes_equal_a_serial_write(tmp_path):
     imaging = simulate_lens((80, 80), 0.1, psf_shape=(11, 11), seed=7).apply_mask(
-        Mask2D.circular((80, 80), 0.1, radius=3.5)
+        Mask2D.circular(shape_native=(80, 80), pixel_scales=0.1, radius=3.5)
     )
     n = imaging.shape_slim
     n_batches = -(-n // BATCH)
