@@ -16,7 +16,8 @@ import scipy.sparse as sp
 
 from pipeline.exc import KernelError
 from pipeline.imaging.arrays import Array2D
-from pipeline.imaging.convolver import Convolver, convolution_matrix_from
+from pipeline.imaging.convolution import convolution_matrix_from
+from pipeline.imaging.convolver import Convolver
 from pipeline.imaging.mask import Mask2D
 
 DATA = Path(__file__).resolve().parents[1] / "data"
