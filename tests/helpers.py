@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 DATA_DIR = Path(__file__).parent / "data"
 CASE_IDS = sorted(p.name for p in DATA_DIR.iterdir() if (p / "case.json").exists())
@@ -48,3 +51,19 @@ def test_function(y: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 test_function.__test__ = False  # not a test, despite its name
+
+
+def import_autoarray():
+    """The reference library, or skip: for tests marked ``autoarray`` (run by ``.ci/run`` in its
+    Python 3.12 environment, where it is installed)."""
+    os.environ.pop("PYAUTO_SMALL_DATASETS", None)  # it crops and shrinks the reference's outputs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pytest.importorskip("autoarray")
+
+
+def quietly(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` with the reference library's warnings silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return function(*args, **kwargs)

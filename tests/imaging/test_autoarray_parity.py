@@ -9,8 +9,6 @@ importable (``/work/venv312``, ``lenspipe[autoarray]``); the others need only le
 from __future__ import annotations
 
 import inspect
-import os
-import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,6 +17,7 @@ import pytest
 import pipeline as lp
 from pipeline.exc import ArrayError, DatasetError, GridError, KernelError, MaskError
 from pipeline.imaging.arrays import ArrayView
+from tests.helpers import import_autoarray, quietly
 
 FAKE_JAX_NUMPY = SimpleNamespace(__name__="jax.numpy")
 
@@ -216,19 +215,6 @@ def test_simulator_takes_the_reference_positional_order():
 
 
 # ---------------------------------------------------------------------------------- the reference
-def _autoarray():
-    os.environ.pop("PYAUTO_SMALL_DATASETS", None)  # it crops and shrinks the reference's outputs
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pytest.importorskip("autoarray")
-
-
-def _quiet(function, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the reference warns when no blurring image is given
-        return function(*args, **kwargs)
-
-
 def _named(signature: inspect.Signature) -> list[str]:
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     return [p.name for p in signature.parameters.values() if p.kind in kinds]
@@ -292,7 +278,7 @@ def _resolve(module, dotted: str):
 @pytest.mark.autoarray
 @pytest.mark.parametrize("dotted", SHARED_CALLS)
 def test_positional_parameters_are_the_references(dotted):
-    aa = _autoarray()
+    aa = import_autoarray()
     ours = _named(inspect.signature(_resolve(lp, dotted)))
     theirs = _named(inspect.signature(_resolve(aa, dotted)))
     # lenspipe's own additions are keyword only, so every positional call binds the same way
@@ -311,7 +297,7 @@ def _random_geometry(rng):
 @pytest.mark.autoarray
 @pytest.mark.parametrize("seed", range(8))
 def test_positional_mask_factories_equal_the_references(seed):
-    aa = _autoarray()
+    aa = import_autoarray()
     rng = np.random.default_rng(seed)
     shape, scales, extent, origin, centre = _random_geometry(rng)
     r_in, r_out = sorted(rng.uniform(0.1, 1.0, size=2) * extent)
@@ -336,7 +322,7 @@ def test_positional_mask_factories_equal_the_references(seed):
 @pytest.mark.autoarray
 @pytest.mark.parametrize("seed", range(6))
 def test_a_noise_seed_gives_the_references_noise(seed):
-    aa = _autoarray()
+    aa = import_autoarray()
     rng = np.random.default_rng(100 + seed)
     shape = (int(rng.integers(9, 30)), int(rng.integers(9, 30)))
     scales = float(rng.uniform(0.05, 0.2))
@@ -354,7 +340,7 @@ def test_a_noise_seed_gives_the_references_noise(seed):
     their_psf = None
     if kernel is not None:
         their_psf = aa.Convolver(kernel=aa.Array2D.no_mask(kernel.copy(), pixel_scales=scales))
-    theirs = _quiet(
+    theirs = quietly(
         aa.SimulatorImaging(psf=their_psf, **settings).via_image_from,
         image=aa.Array2D.no_mask(values.copy(), pixel_scales=scales),
     )
