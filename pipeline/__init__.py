@@ -35,19 +35,27 @@ __all__ = [
     "SimulatorImaging",
     "__version__",
     "exc",
+    "from_autoarray",
     "list_datasets",
     "open_imaging",
     "open_operator",
     "over_sample_size_via_adapt_from",
     "over_sample_size_via_radial_bins_from",
     "over_sample_size_via_snr_from",
+    "to_autoarray",
+    "to_autoarray_from_store",
     "write_imaging",
 ]
 
 # public name -> the module that defines it (all of __all__ but these and exc, __version__)
 _STORE_NAMES = frozenset({"list_datasets", "open_imaging", "open_operator", "write_imaging"})
+_INTEROP_NAMES = frozenset({"from_autoarray", "to_autoarray", "to_autoarray_from_store"})
 _HOMES = {
-    name: "pipeline.io.store" if name in _STORE_NAMES else "pipeline.imaging"
+    name: "pipeline.io.store"
+    if name in _STORE_NAMES
+    else "pipeline.interop"
+    if name in _INTEROP_NAMES
+    else "pipeline.imaging"
     for name in __all__
     if name not in ("exc", "__version__")
 }
@@ -68,6 +76,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ lo
         over_sample_size_via_radial_bins_from,
         over_sample_size_via_snr_from,
     )
+    from pipeline.interop import from_autoarray, to_autoarray, to_autoarray_from_store
     from pipeline.io.store import list_datasets, open_imaging, open_operator, write_imaging
 
 

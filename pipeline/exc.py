@@ -35,6 +35,7 @@ __all__ = [
     "InputFileError",
     "ConfigError",
     "ClusterError",
+    "OptionalDependencyError",
     "RunInterrupted",
     "LenspipeWarning",
     "MaskPaddedWarning",
@@ -150,6 +151,11 @@ class InputFileError(PipelineError, OSError):
 
 class ConfigError(PipelineError, ValueError):
     """A configuration file is invalid: the message names the key and the fix."""
+
+
+class OptionalDependencyError(PipelineError, ImportError):
+    """An optional dependency is not installed: the message names the ``pip install`` command
+    (e.g. ``pip install "lenspipe[autoarray]"``)."""
 
 
 class ClusterError(PipelineError, ConnectionError):

@@ -21,6 +21,7 @@ RANKS = {
     "pipeline.imaging": 2,
     "pipeline.io": 3,
     "pipeline.mock": 4,  # simulated surveys are written to FITS through pipeline.io.fits
+    "pipeline.interop": 4,  # autoarray bridges; autoarray itself is imported when called
     "pipeline.flow": 5,
     "pipeline.plots": 6,
     "pipeline.docs_reference": 6,

@@ -130,11 +130,16 @@ class Convolver:
     # ------------------------------------------------------------------ factories
     @classmethod
     def from_normalized_kernel(
-        cls, kernel: np.ndarray, pixel_scales: float | tuple[float, float]
+        cls,
+        kernel: np.ndarray,
+        pixel_scales: float | tuple[float, float],
+        *,
+        use_fft: bool | None = None,
     ) -> Convolver:
         """A kernel that is already normalised (e.g. read back from a store): kept bit for bit and
-        marked normalised, so ``use_normalized_psf`` never re-divides it."""
-        convolver = cls(kernel, pixel_scales=pixel_scales)
+        marked normalised, so ``use_normalized_psf`` never re-divides it. ``use_fft`` as in the
+        constructor."""
+        convolver = cls(kernel, use_fft=use_fft, pixel_scales=pixel_scales)
         convolver._is_normalized = True
         return convolver
 

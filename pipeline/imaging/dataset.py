@@ -289,7 +289,8 @@ class Imaging:
                 "unmasked region: reload the dataset to use a larger mask"
             )
         self._drop_operator_warning("apply_mask")
-        mask = Mask2D(mask, self.pixel_scales, self.mask.origin)
+        # the mask's origin, as the reference (its grids move with it)
+        mask = Mask2D(mask, self.pixel_scales, mask.origin)
         covariance = self.noise_covariance_matrix
         if covariance is not None:
             keep = ~np.asarray(mask)[tuple(self.mask.native_for_slim.T)]

@@ -158,6 +158,54 @@ class OperatorLayout:
         # offsets are ordered by (dy, dx) and slim order is row-major, so j increases along a row
         return stored[keep], j[keep], keep.sum(axis=1).astype(np.int64)
 
+    def from_autoarray_layout(
+        self, values: np.ndarray, indexes: np.ndarray, lengths: np.ndarray
+    ) -> np.ndarray:
+        """Band values ``(N, n_offsets)`` float64 from PyAutoArray's ``(values, indexes, lengths)``.
+
+        The inverse of :meth:`to_autoarray_layout`: row ``i`` (slim order) lists
+        ``lengths[i]`` pairs ``(j, W_ij)`` with ``j >= i`` and the diagonal halved; pairs absent from
+        the layout are 0. Exact (the halved diagonal is doubled). Raises
+        :class:`~pipeline.exc.OperatorError` for lengths that do not add up, an index that is not an
+        unmasked pixel, a pair outside the band of ``kernel_shape`` or a pair listed twice.
+        """
+        values = np.asarray(values, dtype=np.float64).ravel()
+        columns = np.asarray(indexes).ravel()
+        counts = np.asarray(lengths).ravel()
+        n = self.n_pixels
+        if counts.shape != (n,) or np.any(counts < 0) or int(counts.sum()) != values.size:
+            raise OperatorError(
+                f"autoarray layout: lengths of shape {counts.shape} summing to {int(counts.sum())} "
+                f"do not describe {values.size} values over the {n} unmasked pixels"
+            )
+        if columns.shape != values.shape or np.any(columns != np.round(columns)):
+            raise OperatorError("autoarray layout: indexes must be integers, one per value")
+        columns = columns.astype(np.int64)
+        if columns.size and (columns.min() < 0 or columns.max() >= n):
+            raise OperatorError(f"autoarray layout: an index is not one of the {n} unmasked pixels")
+        rows = np.repeat(np.arange(n), counts.astype(np.int64))
+        step = self.native_for_slim[columns] - self.native_for_slim[rows]
+        ry, rx = 2 * (self.kernel_shape[0] // 2), 2 * (self.kernel_shape[1] // 2)
+        lookup = np.full((ry + 1, 2 * rx + 1), -1, dtype=np.int64)
+        offsets = self.offsets
+        lookup[offsets[:, 0], offsets[:, 1] + rx] = np.arange(self.n_offsets)
+        inside = (step[:, 0] >= 0) & (step[:, 0] <= ry) & (np.abs(step[:, 1]) <= rx)
+        where = np.full(values.size, -1, dtype=np.int64)
+        where[inside] = lookup[step[inside, 0], step[inside, 1] + rx]
+        if np.any(where < 0):
+            first = int(np.argmax(where < 0))
+            raise OperatorError(
+                f"autoarray layout: pair ({rows[first]}, {columns[first]}) is not in the upper band "
+                f"of a {self.kernel_shape} kernel (j >= i within 2 * (k // 2) pixels)"
+            )
+        flat = rows * self.n_offsets + where
+        if np.unique(flat).size != flat.size:
+            raise OperatorError("autoarray layout: a pair (i, j) is listed twice")
+        band = np.zeros((n, self.n_offsets), dtype=np.float64)
+        band.flat[flat] = values
+        band[:, 0] *= 2.0  # the diagonal is stored halved
+        return band
+
     def _checked(self, values: np.ndarray) -> np.ndarray:
         values = np.asarray(values)
         if values.shape != (self.n_pixels, self.n_offsets):
