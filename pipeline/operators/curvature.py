@@ -13,10 +13,14 @@ contiguous run of the buffer row ``dy`` below: dense, vectorisable work, never p
 
 **G, one source pixel p at a time.** ``buf += A[i, p] * U[i, :]`` placed at ``native(i)`` for
 every image pixel ``i`` mapped to ``p`` (dense runs), then ``G[p, q] += buf[native(j)] A[j, q]``
-over the unmasked pixels ``j`` of the touched region (per buffer row, the column span touched),
-then that region is zeroed. Work: ``nnz(A) * n_offsets`` contiguous multiply-adds plus the touched
-region times the mappings per pixel; memory: the ``(S, S)`` result, one small image-sized buffer
-and the mapping in CSR/CSC form — no copy of W. Sums are plain (no fast-math reassociation): the
+over the cells ``j`` of the touched region (per buffer row, the column span touched), which are
+zeroed as they are read. Source pixels are visited in Morton (Z) order of the centroid of their
+image pixels, and ``G[p, :]`` is accumulated in a small dense vector indexed by that rank: the
+``q`` met around ``p`` are its neighbours, so the accumulation stays in a few cache lines instead
+of scattering over a row of ``G``, and only the nonzero entries are written out. Work:
+``nnz(A) * n_offsets`` contiguous multiply-adds plus the touched region times the mappings per
+pixel; memory: the ``(S, S)`` result, one small image-sized buffer and A by columns and by
+buffer cell (``O(nnz(A) + N)``) — no copy of W. Sums are plain (no fast-math reassociation): the
 result is the same bits on every run. Float32 band values are accumulated in float64.
 
 Kernels are compiled on first use with ``cache=True`` (once per machine, loaded from the cache in
@@ -84,48 +88,92 @@ class Band:
         return int(self.values.shape[0])
 
 
-def _source_order(mapping: SparseMapping, band: Band) -> np.ndarray:
-    """The source pixels that receive image pixels, in Morton (Z) order of the centroid of their
-    image pixels.
-
-    Source pixels that share image pixels are then visited close together, so the band rows of
-    an image pixel are read again from cache rather than once per mapping from memory.
-    """
-    col_ptr, col_rows, _ = mapping.columns
-    counts = np.diff(col_ptr)
-    used = np.flatnonzero(counts)
-    position = band.start[col_rows]
-    source = np.repeat(np.arange(mapping.n_source), counts)
-    row, col = np.divmod(position, band.width)
-    centroid_row = (np.bincount(source, row, mapping.n_source)[used] / counts[used]).astype(
-        np.int64
-    )
-    centroid_col = (np.bincount(source, col, mapping.n_source)[used] / counts[used]).astype(
-        np.int64
-    )
-    key = np.zeros(used.size, dtype=np.int64)
-    for bit in range(24):
-        key |= ((centroid_row >> bit) & 1) << (2 * bit + 1)
-        key |= ((centroid_col >> bit) & 1) << (2 * bit)
-    return np.ascontiguousarray(used[np.argsort(key, kind="stable")], dtype=np.int64)
-
-
 @lru_cache(maxsize=1)
 def _compiled() -> tuple[Any, Any]:
     # numba is imported on first use: importing pipeline must stay fast and numba-free.
     import numba
 
     @numba.njit(cache=True, nogil=True)
-    def curvature_kernel(
-        values, start, slim, width, ry, rx, order, col_ptr, col_rows, col_w, indptr, idx, w, g
-    ):
-        # g[p, :] = (A^T U A)[p, :], one source pixel p at a time, in ``order`` (one function
-        # with the symmetrisation below: one cache entry to load on a process's first call)
-        n_rows = slim.size // width
+    def curvature_kernel(values, start, width, ry, rx, n_cells, indptr, idx, w, g):
+        # g = A^T W A for the CSR mapping (indptr, idx, w); one function (one cache entry to
+        # load on a process's first call) that also builds the mapping's other forms
+        n = indptr.size - 1
+        nnz = idx.size
+        n_source = g.shape[0]
+        n_rows = n_cells // width
+        # A by columns: a stable counting sort (ascending image pixel within a column)
+        col_ptr = np.zeros(n_source + 1, np.int64)
+        for f in range(nnz):
+            col_ptr[idx[f] + 1] += 1
+        for p in range(n_source):
+            col_ptr[p + 1] += col_ptr[p]
+        fill = col_ptr[:n_source].copy()
+        col_rows = np.empty(nnz, np.int32)
+        col_w = np.empty(nnz)
+        for i in range(n):
+            for f in range(indptr[i], indptr[i + 1]):
+                e = fill[idx[f]]
+                col_rows[e] = i
+                col_w[e] = w[f]
+                fill[idx[f]] = e + 1
+        # the source pixels that receive image pixels, in Morton order of their centroid
+        n_used = 0
+        for p in range(n_source):
+            if col_ptr[p + 1] > col_ptr[p]:
+                n_used += 1
+        used = np.empty(n_used, np.int64)
+        keys = np.empty(n_used, np.int64)
+        u = 0
+        for p in range(n_source):
+            c0 = col_ptr[p]
+            c1 = col_ptr[p + 1]
+            if c1 == c0:
+                continue
+            sum_row = 0.0
+            sum_col = 0.0
+            for e in range(c0, c1):
+                s = start[col_rows[e]]
+                r = s // width
+                sum_row += r
+                sum_col += s - r * width
+            centroid_row = np.int64(sum_row / (c1 - c0))
+            centroid_col = np.int64(sum_col / (c1 - c0))
+            key = np.int64(0)
+            for bit in range(24):
+                key |= ((centroid_row >> bit) & 1) << (2 * bit + 1)
+                key |= ((centroid_col >> bit) & 1) << (2 * bit)
+            used[u] = p
+            keys[u] = key
+            u += 1
+        order = used[np.argsort(keys, kind="mergesort")]
+        rank = np.zeros(n_source, np.int64)
+        for t in range(n_used):
+            rank[order[t]] = t
+        # A by padded-buffer cell: cells follow slim order, so cell c's entries are the CSR
+        # entries from cell_ptr[c] (none for masked and padding cells); source pixels as ranks
+        cell_ptr = np.empty(n_cells + 1, np.int64)
+        c = 0
+        for i in range(n):
+            while c <= start[i]:
+                cell_ptr[c] = indptr[i]
+                c += 1
+        while c <= n_cells:
+            cell_ptr[c] = nnz
+            c += 1
+        cell_rank = np.empty(nnz, np.int32)
+        for f in range(nnz):
+            cell_rank[f] = rank[idx[f]]
+        # g[p, :] = (A^T U A)[p, :], one source pixel p at a time, in Morton order
         run = 2 * rx + 1
-        buf = np.zeros(slim.size)
+        buf = np.zeros(n_cells)
+        row_sum = np.zeros(n_source)  # G[p, order[t]] accumulates in row_sum[t]
         lo = np.full(n_rows, width, dtype=np.int64)
         hi = np.full(n_rows, -1, dtype=np.int64)
+        # the nonzero entries of G, while they are few (else g + g^T is one pass over g)
+        capacity = n_source * n_source // 8
+        written_p = np.empty(capacity, np.int32)
+        written_q = np.empty(capacity, np.int32)
+        n_written = 0
         for p in order:
             top = n_rows
             bottom = -1
@@ -153,38 +201,65 @@ def _compiled() -> tuple[Any, Any]:
                     hi[r] = max(hi[r], col + rx)
                 top = min(top, row)
                 bottom = max(bottom, row + ry)
-            gp = g[p]
+            first = n_source
+            last = -1
             for r in range(top, bottom + 1):
                 base = r * width
                 for c in range(base + lo[r], base + hi[r] + 1):
                     v = buf[c]
-                    if v != 0.0:
-                        buf[c] = 0.0
-                        j = slim[c]
-                        if j >= 0:
-                            for f in range(indptr[j], indptr[j + 1]):
-                                gp[idx[f]] += v * w[f]
+                    buf[c] = 0.0
+                    for e in range(cell_ptr[c], cell_ptr[c + 1]):
+                        t = cell_rank[e]
+                        row_sum[t] += v * w[e]
+                        first = min(first, t)
+                        last = max(last, t)
                 lo[r] = width
                 hi[r] = -1
-        # g <- g + g^T - A^T diag(values[:, 0]) A, in place, blocked for the transposed reads
-        n = g.shape[0]
-        block = 64
-        for ib in range(0, n, block):
-            for jb in range(ib, n, block):
-                for i in range(ib, min(ib + block, n)):
-                    for j in range(max(jb, i), min(jb + block, n)):
-                        t = g[i, j] + g[j, i]
-                        g[i, j] = t
-                        g[j, i] = t
-        for i in range(indptr.size - 1):
+            gp = g[p]
+            for t in range(first, last + 1):
+                v = row_sum[t]
+                if v != 0.0:
+                    q = order[t]
+                    gp[q] = v
+                    row_sum[t] = 0.0
+                    if n_written < capacity:
+                        written_p[n_written] = p
+                        written_q[n_written] = q
+                    n_written += 1
+        # g <- g + g^T - A^T diag(values[:, 0]) A, in place
+        if n_written <= capacity:
+            # over G's nonzero entries only: first the pairs with p <= q (both set to the sum),
+            # then p > q where G[q, p] was zero (then g[q, p] = 0 != g[p, q])
+            for e in range(n_written):
+                p = written_p[e]
+                q = written_q[e]
+                if p <= q:
+                    t2 = g[p, q] + g[q, p]
+                    g[p, q] = t2
+                    g[q, p] = t2
+            for e in range(n_written):
+                p = written_p[e]
+                q = written_q[e]
+                if p > q and g[q, p] != g[p, q]:
+                    g[q, p] = g[p, q]
+        else:
+            block = 64  # blocked for the transposed reads
+            for ib in range(0, n_source, block):
+                for jb in range(ib, n_source, block):
+                    for i in range(ib, min(ib + block, n_source)):
+                        for j in range(max(jb, i), min(jb + block, n_source)):
+                            t2 = g[i, j] + g[j, i]
+                            g[i, j] = t2
+                            g[j, i] = t2
+        for i in range(n):
             d = np.float64(values[i, 0])
             for e in range(indptr[i], indptr[i + 1]):
                 g[idx[e], idx[e]] -= d * (w[e] * w[e])
                 for f in range(e + 1, indptr[i + 1]):
                     # the same term at (p, q) and (q, p), in the same order: exactly symmetric
-                    t = d * (w[e] * w[f])
-                    g[idx[e], idx[f]] -= t
-                    g[idx[f], idx[e]] -= t
+                    t2 = d * (w[e] * w[f])
+                    g[idx[e], idx[f]] -= t2
+                    g[idx[f], idx[e]] -= t2
 
     @numba.njit(cache=True, nogil=True)
     def band_apply(values, start, slim, width, ry, rx, x, out):
@@ -217,10 +292,11 @@ def _compiled() -> tuple[Any, Any]:
             ybuf[:] = 0.0
 
     def curvature(band: Band, mapping: SparseMapping) -> np.ndarray:
+        # numpy's zeros (calloc): pages are zeroed on first touch, not all up front
         g = np.zeros((mapping.n_source, mapping.n_source))
         curvature_kernel(
-            band.values, band.start, band.slim, band.width, band.ry, band.rx, _source_order(mapping, band),
-            *mapping.columns, mapping.indptr, mapping.indices, mapping.weights, g,
+            band.values, band.start, band.width, band.ry, band.rx, band.slim.size,
+            mapping.indptr, mapping.indices, mapping.weights, g,
         )  # fmt: skip
         return g
 

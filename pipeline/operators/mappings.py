@@ -13,14 +13,13 @@ to one compressed sparse form.
   does: ``mapper.unique_mappings.{data_to_pix_unique, data_weights, pix_lengths}`` and
   ``mapper.pixels``.
 
-Every form becomes a :class:`SparseMapping` (CSR and its transpose) in O(nnz) time, except the
+Every form becomes a :class:`SparseMapping` (CSR) in O(nnz) time, except the
 dense form (O(N S)).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -116,7 +115,7 @@ class MapperLayout:
 
 @dataclass(frozen=True, eq=False)
 class SparseMapping:
-    """A mapping matrix A in CSR form, with its transpose (CSC) built on first use.
+    """A mapping matrix A in CSR form.
 
     ``indptr`` (N + 1,) int64, ``indices`` (nnz,) int32 source pixels, ``weights`` (nnz,)
     float64. Repeated ``(i, p)`` entries may occur: every consumer is linear in each entry, so
@@ -140,16 +139,6 @@ class SparseMapping:
             np.ascontiguousarray(indices, dtype=np.int32),
             np.ascontiguousarray(weights, dtype=np.float64),
         )
-
-    @cached_property
-    def columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """A by columns: ``col_ptr`` (S + 1,) int64, ``col_rows`` (nnz,) int32 image pixels
-        (ascending slim order within a column), ``col_weights`` (nnz,) float64."""
-        rows = np.repeat(np.arange(self.n_pixels, dtype=np.int32), np.diff(self.indptr))
-        order = np.argsort(self.indices, kind="stable")
-        col_ptr = np.zeros(self.n_source + 1, dtype=np.int64)
-        np.cumsum(np.bincount(self.indices, minlength=self.n_source), out=col_ptr[1:])
-        return col_ptr, rows[order], self.weights[order]
 
     def transpose_dot(self, x: np.ndarray) -> np.ndarray:
         """``A^T x`` for ``x`` of shape ``(N,)`` (float64, ``(S,)``)."""

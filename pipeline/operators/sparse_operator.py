@@ -190,7 +190,8 @@ class ImagingSparseOperator:
 
         ``mapping``: the ``(N, S)`` mapping matrix A in any accepted form (scipy.sparse, dense,
         COO triplets, :class:`~pipeline.operators.mappings.MapperLayout`, a PyAutoArray mapper).
-        Peak extra memory: the result, a padded image buffer and A in CSR/CSC form."""
+        Peak extra memory: the result, a padded image buffer and A by rows, columns and buffer
+        cells (O(nnz + N))."""
         return curvature_matrix_band(self._band, sparse_mapping_from(mapping, self.n_pixels))
 
     def data_vector_from(self, mapping: Any) -> np.ndarray:

@@ -242,3 +242,44 @@ def test_wrong_layouts_and_vectors_are_refused(case):
             op.apply(x)
     with pytest.raises(OperatorError, match="rows"):
         op.curvature_matrix_from(sparse_mapping_from(np.ones((n + 1, 2)), n + 1))
+
+
+def _blocks_mapping(mask: np.ndarray, block: int, seed: int) -> tuple[np.ndarray, int]:
+    """Each unmasked pixel mapped to its ``block x block`` source cell and the three cells right,
+    below and diagonal of it (bilinear-like, weights from ``seed``): a spatially coherent A, so
+    that G = A^T U A is sparse, as for a real mesh."""
+    ny, nx = mask.shape
+    rows, cols = np.nonzero(~mask)
+    cells_x = -(-nx // block) + 1
+    n_source = (-(-ny // block) + 1) * cells_x
+    cell = (rows // block) * cells_x + cols // block
+    index = np.stack([cell, cell + 1, cell + cells_x, cell + cells_x + 1], axis=1)
+    weights = np.random.default_rng(seed).uniform(-0.2, 1.0, size=index.shape)
+    dense = np.zeros((rows.size, n_source))
+    np.put_along_axis(dense, index, weights, axis=1)
+    return dense, n_source
+
+
+@pytest.mark.parametrize("structure", ["coherent", "random"])
+def test_sparse_and_dense_curvature_matrices_equal_dense(structure):
+    """F with few nonzeros (a coherent mapping: symmetrised over G's nonzero entries) and with
+    many (a random mapping: one pass over all of G), both exact."""
+    yy, xx = np.mgrid[:48, :45] - np.array([23.5, 22.0])[:, None, None]
+    mask = (yy**2 + xx**2 > 21**2) | ((np.abs(yy) < 2) & (xx > 8))  # a disc with a slit
+    kernel = np.random.default_rng(6).uniform(-0.2, 1.0, size=(3, 5))
+    noise = np.where(mask, 1.0, np.random.default_rng(7).uniform(0.5, 2.0, mask.shape))
+    inputs = OperatorInputs.from_noise_map(noise, mask, kernel)
+    n = inputs.layout.n_pixels
+    op = ImagingSparseOperator(compute_rows(inputs, 0, n, "numpy"), inputs.layout)
+    w = sparse_operator_dense(mask, kernel, noise)
+    if structure == "coherent":
+        dense, s = _blocks_mapping(mask, 2, seed=8)
+    else:
+        s = 60
+        dense = _mapping(n, s, 4, seed=9)[2]
+    f = op.curvature_matrix_from(sp.csr_matrix(dense))
+    density = np.count_nonzero(f) / f.size
+    # G has at most as many nonzeros as F and at least half as many; the kernel switches at S^2 / 8
+    assert density < 1 / 8 if structure == "coherent" else density > 1 / 4, density
+    assert np.array_equal(f, f.T)
+    _assert_close(f, dense.T @ w @ dense)
