@@ -5,7 +5,7 @@ For N ~ 5k, 15k, 30k unmasked pixels (circular masks), 21x21 and 41x41 PSFs, S =
 source pixels and k = 3 (Delaunay-like) and 10 (over-sampled rectangular-like) source pixels per
 image pixel:
 
-* our ``curvature_matrix_from`` and ``data_vector_from`` per call (best of 5, after a warm-up);
+* our ``curvature_matrix_from`` and ``data_vector_from`` per call (best of 7, after a warm-up);
 * where ``autoarray`` is importable (run with the Python 3.12 environment that has it), its
   ``curvature_matrix_via_sparse_operator_from`` (numba) on the same W (our
   ``to_autoarray_layout()``) and the same A (its ``data_to_pix_unique`` layout), the ratio, and
@@ -53,7 +53,7 @@ SOURCES = (500, 1_000, 2_500)
 PER_PIXEL = (3, 10)
 
 
-def _best(fn, repeats: int = 5) -> float:
+def _best(fn, repeats: int = 7) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -17,7 +17,7 @@ over the cells ``j`` of the touched region (per buffer row, the column span touc
 zeroed as they are read. Source pixels are visited in Morton (Z) order of the centroid of their
 image pixels, and ``G[p, :]`` is accumulated in a small dense vector indexed by that rank: the
 ``q`` met around ``p`` are its neighbours, so the accumulation stays in a few cache lines instead
-of scattering over a row of ``G``, and only the nonzero entries are written out. Work:
+of scattering over a row of ``G``, which is then written in one sequential pass. Work:
 ``nnz(A) * n_offsets`` contiguous multiply-adds plus the touched region times the mappings per
 pixel; memory: the ``(S, S)`` result, one small image-sized buffer and A by columns and by
 buffer cell (``O(nnz(A) + N)``) — no copy of W. Sums are plain (no fast-math reassociation): the
@@ -146,7 +146,7 @@ def _compiled() -> tuple[Any, Any]:
             keys[u] = key
             u += 1
         order = used[np.argsort(keys, kind="mergesort")]
-        rank = np.zeros(n_source, np.int64)
+        rank = np.full(n_source, n_used, np.int64)  # unused source pixels: an always-zero slot
         for t in range(n_used):
             rank[order[t]] = t
         # A by padded-buffer cell: cells follow slim order, so cell c's entries are the CSR
@@ -166,14 +166,9 @@ def _compiled() -> tuple[Any, Any]:
         # g[p, :] = (A^T U A)[p, :], one source pixel p at a time, in Morton order
         run = 2 * rx + 1
         buf = np.zeros(n_cells)
-        row_sum = np.zeros(n_source)  # G[p, order[t]] accumulates in row_sum[t]
+        row_sum = np.zeros(n_used + 1)  # G[p, order[t]] accumulates in row_sum[t]
         lo = np.full(n_rows, width, dtype=np.int64)
         hi = np.full(n_rows, -1, dtype=np.int64)
-        # the nonzero entries of G, while they are few (else g + g^T is one pass over g)
-        capacity = n_source * n_source // 8
-        written_p = np.empty(capacity, np.int32)
-        written_q = np.empty(capacity, np.int32)
-        n_written = 0
         for p in order:
             top = n_rows
             bottom = -1
@@ -215,42 +210,21 @@ def _compiled() -> tuple[Any, Any]:
                         last = max(last, t)
                 lo[r] = width
                 hi[r] = -1
+            # the whole row, in order: sequential writes (scattered ones miss the cache)
             gp = g[p]
-            for t in range(first, last + 1):
-                v = row_sum[t]
-                if v != 0.0:
-                    q = order[t]
-                    gp[q] = v
-                    row_sum[t] = 0.0
-                    if n_written < capacity:
-                        written_p[n_written] = p
-                        written_q[n_written] = q
-                    n_written += 1
-        # g <- g + g^T - A^T diag(values[:, 0]) A, in place
-        if n_written <= capacity:
-            # over G's nonzero entries only: first the pairs with p <= q (both set to the sum),
-            # then p > q where G[q, p] was zero (then g[q, p] = 0 != g[p, q])
-            for e in range(n_written):
-                p = written_p[e]
-                q = written_q[e]
-                if p <= q:
-                    t2 = g[p, q] + g[q, p]
-                    g[p, q] = t2
-                    g[q, p] = t2
-            for e in range(n_written):
-                p = written_p[e]
-                q = written_q[e]
-                if p > q and g[q, p] != g[p, q]:
-                    g[q, p] = g[p, q]
-        else:
-            block = 64  # blocked for the transposed reads
-            for ib in range(0, n_source, block):
-                for jb in range(ib, n_source, block):
-                    for i in range(ib, min(ib + block, n_source)):
-                        for j in range(max(jb, i), min(jb + block, n_source)):
-                            t2 = g[i, j] + g[j, i]
-                            g[i, j] = t2
-                            g[j, i] = t2
+            for q in range(n_source):
+                gp[q] = row_sum[rank[q]]
+            row_sum[first : last + 1] = 0.0
+
+        # g <- g + g^T - A^T diag(values[:, 0]) A, in place, blocked for the transposed reads
+        block = 64
+        for ib in range(0, n_source, block):
+            for jb in range(ib, n_source, block):
+                for i in range(ib, min(ib + block, n_source)):
+                    for j in range(max(jb, i), min(jb + block, n_source)):
+                        t2 = g[i, j] + g[j, i]
+                        g[i, j] = t2
+                        g[j, i] = t2
         for i in range(n):
             d = np.float64(values[i, 0])
             for e in range(indptr[i], indptr[i + 1]):
