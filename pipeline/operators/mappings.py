@@ -179,15 +179,19 @@ def _from_layout(layout: MapperLayout, n_pixels: int) -> SparseMapping:
             f"the mapper layout has {layout.lengths.shape[0]} image pixels, the operator "
             f"{n_pixels} (one row per unmasked pixel, slim order)"
         )
-    used = np.arange(layout.pix_indexes.shape[1])[None, :] < layout.lengths[:, None]
-    indices = layout.pix_indexes[used]
+    width = layout.pix_indexes.shape[1]
+    if np.all(layout.lengths == width):  # every row full (fixed k): the arrays as they are
+        indices, weights = layout.pix_indexes.reshape(-1), layout.weights.reshape(-1)
+    else:
+        used = np.arange(width)[None, :] < layout.lengths[:, None]
+        indices, weights = layout.pix_indexes[used], layout.weights[used]
     if indices.size and (indices.min() < 0 or indices.max() >= layout.n_source):
         raise OperatorError(
             f"the mapper layout's used pix_indexes must lie in [0, {layout.n_source})"
         )
     indptr = np.zeros(n_pixels + 1, dtype=np.int64)
     np.cumsum(layout.lengths, out=indptr[1:])
-    return SparseMapping.from_csr(indptr, indices, layout.weights[used], layout.n_source)
+    return SparseMapping.from_csr(indptr, indices, weights, layout.n_source)
 
 
 def sparse_mapping_from(mapping: Any, n_pixels: int) -> SparseMapping:

@@ -99,6 +99,7 @@ def _forms(index: np.ndarray, weights: np.ndarray, dense: np.ndarray, s: int) ->
         "triplets_with_s": ((rows, cols, vals, s), dense),
         "triplets": ((list(rows), cols, vals), dense[:, : cols.max() + 1]),
         "mapper_layout": (layout, layout_dense),
+        "mapper_layout_full_rows": (MapperLayout(index, weights, np.full(n, k), s), dense),
         "mapper_object": (mapper, layout_dense),
     }
 
