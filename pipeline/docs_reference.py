@@ -30,8 +30,9 @@ __all__ = ["configuration_reference"]
 _NOTES: dict[str, str] = {
     "Config.inputs": "Where the datasets come from; `kind` selects the layout.",
     "Config.pixel_scales": (
-        "Arcsec per pixel: a number, a pair `[sy, sx]`, or `header` to read each file's "
-        "`PIXSCAY`/`PIXSCAX` cards or its WCS. A manifest's `pixel_scale` column overrides it."
+        "Arcsec per pixel: a number, a pair `[sy, sx]`, or `header` to read each data file's "
+        "`PIXSCAY`/`PIXSCAX` cards, else its WCS, else its `PIXSCALE` card. A manifest's "
+        "`pixel_scale` column and a folder's `pixel_scales_file` override it."
     ),
     "Config.mask": "The mask applied to every dataset (True = masked); `kind` selects its shape.",
     "Config.over_sampling": "Sub-pixels per axis of the light-profile and pixelization grids.",

@@ -2,19 +2,29 @@
 
 Three layouts (``inputs.kind`` in the config): folders with the same file names in each, a
 manifest CSV, or multi-extension FITS cutouts with named HDUs (one dataset per file and band).
-Discovery reads no pixel data and opens no input file: it only ``stat``s them, so that a FIFO, a
+Discovery reads no pixel data and opens no FITS file: it only ``stat``s them, so that a FIFO, a
 device (``/dev/zero``) or a folder named as an input is reported before anything would block
-reading it. Problems (unsafe or duplicate names, missing columns, inputs that are not regular
-files) are collected per dataset, never raised for the whole survey. A mask file is part of a
-dataset only when the config uses mask files (``mask.kind: file``): an unused mask column is
-neither checked nor hashed.
+reading it (the one file it reads, after the same check, is a folder's small
+``pixel_scales_file`` when the config names one).
+Problems (unsafe or duplicate names, missing columns, inputs that are not regular files) are
+collected per dataset, never raised for the whole survey. A mask file is part of a dataset only
+when the config uses mask files (``mask.kind: file``): an unused mask column is neither checked
+nor hashed.
+
+What is not a dataset is *skipped*, once, with its reason (``Discovery.skipped``; one INFO log
+line each): names starting with ``.``, and under a folders root the run's own store, any Zarr
+store and folders holding none of the data, noise-map and PSF files; a configured ``x.fits``
+also finds ``x.fits.gz``, ``x.fits.fz`` and ``x.fz``. The folder rules live in
+:mod:`pipeline.flow.folders`.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -29,9 +39,12 @@ from pipeline.flow.config import (
     MefInput,
     brief_repr,
 )
+from pipeline.flow.folders import COMPRESSED, HIDDEN, FolderScan, pixel_scales_in_file
 from pipeline.io.store import not_a_regular_file, validate_dataset_name
 
 __all__ = ["Discovery", "DatasetSpec", "FileRef", "discover"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,24 +67,41 @@ class DatasetSpec:
     pixel_scales: float | tuple[float, float] | None = None
     mask_radius: float | None = None
     mask_centre: tuple[float, float] | None = None
+    pixel_scales_file: FileRef | None = None
+    bad_pixels: str | None = None  # "fail" or "mask": overrides mask.bad_pixels
 
     def files(self) -> list[tuple[str, FileRef]]:
-        """``(role, file)`` of every input this dataset uses: data, noise_map, psf, and mask
-        when it has one."""
+        """``(role, file)`` of every input this dataset uses: data, noise_map, psf, mask when
+        it has one, and pixel_scales_file when its pixel scales came from one (recorded and
+        hashed like the others, so an edit of it prepares the dataset again)."""
         refs = [("data", self.data), ("noise_map", self.noise_map), ("psf", self.psf)]
-        return refs + ([("mask", self.mask)] if self.mask is not None else [])
+        if self.mask is not None:
+            refs.append(("mask", self.mask))
+        if self.pixel_scales_file is not None:
+            refs.append(("pixel_scales_file", self.pixel_scales_file))
+        return refs
 
 
 @dataclass
 class Discovery:
-    """Specs of the valid datasets and ``(name, message)`` of the invalid ones."""
+    """Specs of the valid datasets, ``(name, message)`` of the invalid ones, and ``(path,
+    reason)`` of the folders and files under the input root that are not datasets."""
 
     specs: list[DatasetSpec] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Skip:
+    path: str
+    reason: str
 
 
 def discover(config: Config) -> Discovery:
-    """The datasets a config describes, in a stable order (sorted by file/folder or CSV order)."""
+    """The datasets a config describes, in a stable order (sorted by file/folder or CSV order),
+    the problems of invalid entries, and what under the input root is not a dataset (each once,
+    with its reason, also logged at INFO)."""
     inputs = config.inputs
     if isinstance(inputs, FoldersInput):
         candidates = _from_folders(config, inputs)
@@ -84,6 +114,10 @@ def discover(config: Config) -> Discovery:
     seen: dict[str, DatasetSpec] = {}
     claimed: set[str] = set()  # names of problems: a later spec must not reuse them
     for spec_or_problem in candidates:
+        if isinstance(spec_or_problem, _Skip):
+            logger.info("inputs: skipped '%s': %s", spec_or_problem.path, spec_or_problem.reason)
+            found.skipped.append((spec_or_problem.path, spec_or_problem.reason))
+            continue
         if isinstance(spec_or_problem, tuple):
             found.problems.append(spec_or_problem)
             claimed.add(spec_or_problem[0])
@@ -135,18 +169,73 @@ def _first_irregular(spec: DatasetSpec) -> str | None:
     return None
 
 
-def _from_folders(config: Config, inputs: FoldersInput):
+def _folder_spec(
+    folder: Path, inputs: FoldersInput, scan: FolderScan
+) -> DatasetSpec | _Skip | tuple[str, str]:
+    """The dataset of one folder, a problem naming it, or why it is not a lens folder."""
+    listing = scan.listing(folder)
+    why = scan.not_a_lens(folder, listing)
+    if why is not None:
+        return _Skip(os.fspath(folder), why)
+    name = folder.name
+    names = {"data": inputs.data, "noise_map": inputs.noise_map, "psf": inputs.psf}
+    if inputs.mask:
+        names["mask"] = inputs.mask
+    paths: dict[str, str | None] = {}
+    for role, file in names.items():
+        paths[role], problem = scan.find(folder, listing, file, role, name)
+        if problem is not None:
+            return (name, problem)
+    if paths["data"] is None and paths["noise_map"] is None and paths["psf"] is None:
+        return _Skip(
+            os.fspath(folder),
+            f"holds none of {inputs.data}, {inputs.noise_map}, {inputs.psf} (nor their .gz/.fz "
+            "forms): not a lens folder",
+        )
+
+    def ref(role: str, hdu: int | str) -> FileRef:
+        # an absent file stays in the spec: the prepare task fails naming it
+        return FileRef(paths[role] or os.fspath(folder / names[role]), hdu)
+
+    scales = scales_file = None
+    if inputs.pixel_scales_file and scan.has(folder, listing, inputs.pixel_scales_file):
+        path = folder / inputs.pixel_scales_file
+        try:
+            scales = pixel_scales_in_file(path)
+        except ValueError as err:
+            return (
+                name,
+                f"dataset {name!r}: pixel_scales_file '{path}' {err}; fix the file (without a "
+                "pixel_scales key the folder uses the top-level pixel_scales)",
+            )
+        scales_file = FileRef(os.fspath(path)) if scales is not None else None
+    return DatasetSpec(
+        name=name,
+        data=ref("data", inputs.data_hdu),
+        noise_map=ref("noise_map", inputs.noise_map_hdu),
+        psf=ref("psf", inputs.psf_hdu),
+        mask=ref("mask", inputs.mask_hdu) if inputs.mask else None,
+        pixel_scales=scales,
+        pixel_scales_file=scales_file,
+    )
+
+
+def _from_folders(
+    config: Config, inputs: FoldersInput
+) -> Iterator[DatasetSpec | _Skip | tuple[str, str]]:
     root = config.path(inputs.root)
     if not root.is_dir():
         raise ConfigError(f"inputs.root: folder '{root}' does not exist")
+    scan = FolderScan(root, config.store_location)
     for folder in sorted(p for p in root.glob(inputs.pattern) if p.is_dir()):
-        yield DatasetSpec(
-            name=folder.name,
-            data=FileRef(os.fspath(folder / inputs.data), inputs.data_hdu),
-            noise_map=FileRef(os.fspath(folder / inputs.noise_map), inputs.noise_map_hdu),
-            psf=FileRef(os.fspath(folder / inputs.psf), inputs.psf_hdu),
-            mask=FileRef(os.fspath(folder / inputs.mask), inputs.mask_hdu) if inputs.mask else None,
-        )
+        try:
+            yield _folder_spec(folder, inputs, scan)
+        except OSError as err:
+            yield (
+                folder.name,
+                f"dataset {folder.name!r}: folder '{folder}' cannot be examined "
+                f"({err.strerror or err}); fix its permissions or move it out of inputs.root",
+            )
 
 
 def _hdu(value: str | None) -> int | str:
@@ -182,7 +271,9 @@ def _manifest_ref(row: dict, column: str, base: Path) -> FileRef:
     return FileRef(os.fspath(path), _hdu(row.get(f"{column}_hdu")))
 
 
-def _from_manifest(config: Config, inputs: ManifestInput):
+def _from_manifest(
+    config: Config, inputs: ManifestInput
+) -> Iterator[DatasetSpec | tuple[str, str]]:
     path = config.path(inputs.path)
     why = not_a_regular_file(path)
     if why is not None:
@@ -224,6 +315,14 @@ def _from_manifest(config: Config, inputs: ManifestInput):
                     f"manifest '{path}' line {line}: give both mask_centre_y and mask_centre_x",
                 )
                 continue
+            bad_pixels = (row.get("bad_pixels") or "").strip() or None
+            if bad_pixels not in (None, "fail", "mask"):
+                yield (
+                    label,
+                    f"manifest '{path}' line {line}: bad_pixels is {bad_pixels!r}; use 'fail', "
+                    "'mask' or leave it empty (the config's mask.bad_pixels)",
+                )
+                continue
             mask_file = (row.get("mask") or "").strip()
             yield DatasetSpec(
                 name=name,
@@ -234,18 +333,29 @@ def _from_manifest(config: Config, inputs: ManifestInput):
                 pixel_scales=scale,
                 mask_radius=radius,
                 mask_centre=(cy, cx) if cy is not None and cx is not None else None,
+                bad_pixels=bad_pixels,
             )
 
 
-def _from_mef(config: Config, inputs: MefInput):
+def _mef_stem(file: Path) -> str:
+    """``x`` for ``x.fits``, ``x.fits.gz``, ``x.fits.fz`` and ``x.fz``."""
+    name = file.name
+    return Path(name[:-3] if name.lower().endswith(COMPRESSED) else name).stem
+
+
+def _from_mef(config: Config, inputs: MefInput) -> Iterator[DatasetSpec | _Skip]:
     root = config.path(inputs.root)
     if not root.is_dir():
         raise ConfigError(f"inputs.root: folder '{root}' does not exist")
     for file in sorted(p for p in root.glob(inputs.pattern) if p.is_file()):
+        if any(part.startswith(".") for part in file.relative_to(root).parts):
+            # macOS writes ._x.fits (AppleDouble) beside every x.fits copied to some disks
+            yield _Skip(os.fspath(file), HIDDEN)
+            continue
         for band, hdus in inputs.bands.items():
             path = os.fspath(file)
             yield DatasetSpec(
-                name=f"{file.stem}_{band}",
+                name=f"{_mef_stem(file)}_{band}",
                 data=FileRef(path, hdus.data),
                 noise_map=FileRef(path, hdus.noise_map),
                 psf=FileRef(path, hdus.psf),

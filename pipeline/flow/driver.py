@@ -32,8 +32,9 @@ from typing import Any, cast
 from pipeline.exc import StoreError
 from pipeline.flow.discover import DatasetSpec
 from pipeline.flow.plan import RunPlan, RunSettings
+from pipeline.flow.progress import Progress
 from pipeline.flow.signals import StopSignals
-from pipeline.flow.summary import Progress, RunSummary
+from pipeline.flow.summary import RunSummary
 from pipeline.flow.tasks import (
     BatchResult,
     PrepareResult,
@@ -114,18 +115,18 @@ class Driver:
         self.signals: StopSignals | None = None
 
     # -------------------------------------------------------------------------------- outcomes
-    def _fail(self, name: str, message: str) -> None:
+    def _fail(self, name: str, message: str, error_type: str | None = None) -> None:
         if name in self.failed:
             return
         self.failed.add(name)
         self.remaining.pop(name, None)
         self.summary.failed += 1
         try:
-            mark_failed(self.root, name, message)
+            mark_failed(self.root, name, message, error_type=error_type)
         except (OSError, StoreError) as err:  # a full disk, a torn group: this dataset only
             message += f" [not recorded in the store: {type(err).__name__}: {err}]"
         self.summary.failures.append({"name": name, "message": message})
-        self.progress.dataset_done()
+        self.progress.dataset_done(failed=True)
 
     def _complete(self, name: str, *, verify_markers: bool = False) -> None:
         try:
@@ -141,7 +142,6 @@ class Driver:
     def _queue_batches(self, name: str, indexes: list[int]) -> None:
         """Queue operator batches of a prepared dataset."""
         self.remaining[name] = set(indexes)
-        self.progress.add_batches(len(indexes))
         # depth first: this dataset's batches run before further prepares
         self.batch_queue.extendleft((name, i) for i in reversed(indexes))
 
@@ -215,7 +215,6 @@ class Driver:
         # which the summary counts under store writes); finalize writes this over it
         self.timings[name] = {"prepare_seconds": result.load_seconds}
         if first is not None:
-            self.progress.add_batches(1)
             self._account_batch(first)
         if result.complete:
             # nothing was left to compute (no operator, or its only batch came with the prepare
@@ -282,15 +281,17 @@ class Driver:
             return True
         if future.status != "finished":
             # an exception raised after its retries, or cancelled
+            error_type = None
             if future.status == "error":
                 error = future.exception()
-                reason = f"failed: {type(error).__name__}: {error}"
+                error_type = type(error).__name__
+                reason = f"failed: {error_type}: {error}"
             else:
                 reason = f"ended with status {future.status!r}"
-            self._fail(name, f"dataset {name!r}: task {future.key} {reason}")
+            self._fail(name, f"dataset {name!r}: task {future.key} {reason}", error_type)
             return True
         if isinstance(result, TaskFailure):
-            self._fail(result.name, result.message)
+            self._fail(result.name, result.message, result.error_type)
         elif isinstance(result, PrepareResult):
             self._on_prepared(result)
         else:
@@ -308,7 +309,7 @@ class Driver:
                 # problem is reported without marking that name failed
                 self.summary.failed += 1
                 self.summary.failures.append({"name": name, "message": message})
-                self.progress.dataset_done()
+                self.progress.dataset_done(failed=True)
             for _ in self.plan.skipped_complete:
                 self.progress.dataset_done()
             for name in self.plan.to_finalize:
@@ -328,6 +329,7 @@ class Driver:
                     self._queue_batches(name, missing)
             # nothing to submit (a plain resume of a complete store): no client was started
             if self.client is not None:
+                self.progress.start()  # datasets finished from now on measure the ETA
                 self._loop()
         except _Stop as stop:
             self.summary.stopped, self.summary.stop_code = stop.reason, stop.code

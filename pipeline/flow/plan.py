@@ -17,7 +17,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from pipeline.exc import ConfigError, StoreError
-from pipeline.flow.config import Config
+from pipeline.flow.config import AddressCluster, Config, LocalClusterConfig
 from pipeline.flow.discover import DatasetSpec, Discovery, discover
 from pipeline.flow.prepare import PrepareSettings
 from pipeline.flow.tasks import AutoBatchSize
@@ -35,7 +35,7 @@ from pipeline.io.store import (
     store_overlaps,
 )
 
-__all__ = ["RunPlan", "RunSettings", "check_store_location", "plan_run"]
+__all__ = ["RunPlan", "RunSettings", "check_store_location", "plan_run", "with_workers"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,6 +143,37 @@ def check_store_location(config: Config, found: Discovery) -> None:
             "never be inside an input folder nor hold an input file (writing it could delete "
             "inputs). Choose a path outside the inputs, e.g. a sibling folder"
         )
+
+
+def with_workers(config: Config, n_workers: int | None) -> Config:
+    """``config`` with the embedded cluster's worker processes set to ``n_workers`` (``lenspipe
+    run --workers``), ``config`` itself for ``None``.
+
+    Raises :class:`ConfigError` for a cluster lenspipe does not start its workers in: an
+    existing scheduler (``kind: address``: its workers are started outside lenspipe) or
+    SLURM/PBS (workers are ``cluster.jobs`` batch jobs of ``options.processes`` each: set those
+    in the config)."""
+    if n_workers is None:
+        return config
+    cluster = config.cluster
+    if isinstance(cluster, LocalClusterConfig):
+        return config.model_copy(
+            update={"cluster": cluster.model_copy(update={"n_workers": n_workers})}
+        )
+    if isinstance(cluster, AddressCluster):
+        raise ConfigError(
+            f"--workers {n_workers}: the config joins the scheduler at {cluster.address} "
+            "(cluster.kind: address), whose workers are started outside lenspipe; start more "
+            "workers there, or drop --workers"
+        )
+    processes = int(cluster.options.get("processes", cluster.options.get("cores", 1)))
+    jobs = cluster.jobs
+    raise ConfigError(
+        f"--workers {n_workers}: on {cluster.kind.upper()} (cluster.kind: {cluster.kind}) the "
+        f"workers are cluster.jobs batch jobs of cluster.options.processes worker processes each "
+        f"(now {jobs} x {processes} = {jobs * processes}); set those in the config, or drop "
+        "--workers"
+    )
 
 
 def _changed_input(spec: DatasetSpec, record: DatasetRecord) -> str | None:

@@ -25,6 +25,7 @@ from pipeline.flow.config import (
     FileMask,
     MaskConfig,
     OverSamplingConfig,
+    PsfConfig,
     RadialOverSampling,
 )
 from pipeline.flow.discover import DatasetSpec
@@ -37,8 +38,9 @@ from pipeline.imaging import (
     over_sample_size_via_radial_bins_from,
 )
 from pipeline.imaging.geometry import as_pixel_scales
+from pipeline.imaging.trimming import trim_shape_for_fraction, trimmed_kernel
 
-__all__ = ["PrepareSettings", "prepare_imaging"]
+__all__ = ["PrepareSettings", "PreparedDataset", "prepare_dataset", "prepare_imaging"]
 
 
 @dataclass(frozen=True)
@@ -50,12 +52,27 @@ class PrepareSettings:
     mask: MaskConfig
     over_sampling: OverSamplingConfig
     recorded: dict[str, Any] = field(default_factory=dict)
+    psf: PsfConfig = field(default_factory=PsfConfig)
 
     @classmethod
     def from_config(cls, config: Config) -> PrepareSettings:
         return cls(
-            config.pixel_scales, config.mask, config.over_sampling, config.dataset_settings()
+            config.pixel_scales,
+            config.mask,
+            config.over_sampling,
+            config.dataset_settings(),
+            config.psf,
         )
+
+
+def _trimmed(kernel: np.ndarray, config: PsfConfig) -> np.ndarray:
+    """The kernel as ``psf`` says: whole, its central ``trim_to`` box, or the smallest box
+    holding ``trim_fraction`` of its light (:mod:`pipeline.imaging.trimming`)."""
+    if config.trim_to is not None:
+        return trimmed_kernel(kernel, (config.trim_to[0], config.trim_to[1]))
+    if config.trim_fraction is not None:
+        return trimmed_kernel(kernel, trim_shape_for_fraction(kernel, config.trim_fraction))
+    return kernel
 
 
 def _mask_for(
@@ -125,7 +142,43 @@ def _describe_mask(spec: DatasetSpec, settings: PrepareSettings) -> str:
     return f"{config.kind} ({', '.join(f'{k}={v}' for k, v in params.items())}; arcsec)"
 
 
+@dataclass(frozen=True)
+class PreparedDataset:
+    """A prepared dataset and what preparing it found: ``bad_pixels``, the pixels masked by
+    ``bad_pixels: mask`` counted by kind (``nonfinite_data``, ``unusable_noise``; a pixel with
+    both counts once, as data), ``None`` under ``bad_pixels: fail``."""
+
+    imaging: Imaging
+    bad_pixels: dict[str, int] | None = None
+
+
 def prepare_imaging(spec: DatasetSpec, settings: PrepareSettings) -> Imaging:
+    """The dataset of :func:`prepare_dataset`, without what preparing it found."""
+    return prepare_dataset(spec, settings).imaging
+
+
+def _mask_bad_pixels(
+    mask: Mask2D, data: np.ndarray, noise: np.ndarray
+) -> tuple[Mask2D, dict[str, int]]:
+    """``mask`` with the unmasked pixels whose data are not finite or whose noise cannot
+    weight W (:func:`~pipeline.operators.precision.unusable_noise`) masked too, and their
+    counts by kind."""
+    from pipeline.operators.precision import unusable_noise
+
+    unmasked = ~np.asarray(mask)
+    nonfinite_data = unmasked & ~np.isfinite(data)
+    bad_noise = unmasked & ~nonfinite_data & unusable_noise(noise)
+    counts = {
+        "nonfinite_data": int(nonfinite_data.sum()),
+        "unusable_noise": int(bad_noise.sum()),
+    }
+    if not (counts["nonfinite_data"] or counts["unusable_noise"]):
+        return mask, counts
+    combined = np.asarray(mask) | nonfinite_data | bad_noise
+    return Mask2D(combined, mask.pixel_scales, mask.origin), counts
+
+
+def prepare_dataset(spec: DatasetSpec, settings: PrepareSettings) -> PreparedDataset:
     """Load, validate, mask and over-sample one dataset (a pure function of its files).
 
     Only unmasked pixels are validated (NaN borders outside the mask are fine), noise included
@@ -152,6 +205,9 @@ def prepare_imaging(spec: DatasetSpec, settings: PrepareSettings) -> Imaging:
         tuple(pixel_scales) if isinstance(pixel_scales, list) else pixel_scales
     )
     mask = _mask_for(spec, settings, data.shape, scales)
+    bad_pixels: dict[str, int] | None = None
+    if (spec.bad_pixels or settings.mask.bad_pixels) == "mask" and noise.shape == data.shape:
+        mask, bad_pixels = _mask_bad_pixels(mask, data, noise)
     if mask.pixels_in_mask == 0:
         raise DatasetError(
             f"the mask {_describe_mask(spec, settings)} leaves no unmasked pixel of data "
@@ -159,7 +215,7 @@ def prepare_imaging(spec: DatasetSpec, settings: PrepareSettings) -> Imaging:
             f"of {scales[0]:g}x{scales[1]:g} arcsec)"
         )
     try:
-        psf = Convolver(kernel, pixel_scales=scales)
+        psf = Convolver(_trimmed(kernel, settings.psf), pixel_scales=scales)
     except KernelError as err:
         raise DatasetError(f"PSF '{spec.psf.path}' HDU {spec.psf.hdu!r}: {err}") from None
     try:
@@ -197,6 +253,7 @@ def prepare_imaging(spec: DatasetSpec, settings: PrepareSettings) -> Imaging:
         )
     else:
         lp = over.lp
-    return masked.apply_over_sampling(
+    imaging = masked.apply_over_sampling(
         over_sample_size_lp=lp, over_sample_size_pixelization=over.pixelization
     )
+    return PreparedDataset(imaging, bad_pixels)

@@ -1,21 +1,20 @@
-"""The record of a run and its progress display.
+"""The record of a run.
 
 :class:`RunSummary` counts datasets and operator batches and adds up the tasks' times; the driver
 prints its :meth:`~RunSummary.table` and records :meth:`~RunSummary.to_dict` in the store (its
-field names are part of the store: they never change). :class:`Progress` draws two tqdm bars on
-stderr (datasets, operator batches), or nothing.
+field names are part of the store: they never change). The progress display is
+:mod:`pipeline.flow.progress`.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pipeline.flow.tasks import BatchResult, PrepareResult
 
-__all__ = ["Progress", "RunSummary"]
+__all__ = ["RunSummary"]
 
 
 @dataclass
@@ -47,6 +46,8 @@ class RunSummary:
     write_seconds: float = 0.0  # wall seconds in tasks: store writes (groups and batches)
     wall_seconds: float = 0.0
     failures: list[dict[str, str]] = field(default_factory=list)
+    # datasets prepared this run with pixels masked by mask.bad_pixels: mask, counts by kind
+    bad_pixels: list[dict[str, Any]] = field(default_factory=list)
     stopped: str | None = None
     stop_code: int | None = None
 
@@ -59,7 +60,10 @@ class RunSummary:
         return 0 if self.failed == 0 else 3
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        record = asdict(self)
+        if not self.bad_pixels:  # added later: absent, runs record exactly what they did before
+            del record["bad_pixels"]
+        return record
 
     def table(self) -> str:
         rows = [
@@ -87,6 +91,11 @@ class RunSummary:
         width = max(len(r[0]) for r in rows)
         lines = [f"Run {self.run_id} -> {self.store}"]
         lines += [f"  {name:<{width}}  {value}" for name, value in rows]
+        if self.bad_pixels:
+            lines.append("Bad pixels masked (mask.bad_pixels: mask):")
+            for entry in self.bad_pixels:
+                counts = ", ".join(f"{k} {v}" for k, v in entry.items() if k != "name")
+                lines.append(f"  {entry['name']}: {counts}")
         if self.failures:
             lines.append("Failures:")
             lines += [f"  {f['name']}: {f['message']}" for f in self.failures]
@@ -99,6 +108,9 @@ class RunSummary:
         writes); its first operator batch, if any, is counted by :meth:`add_batch`."""
         self.cpu_seconds += result.cpu_seconds
         self.prepare_seconds += result.load_seconds
+        counts = result.metadata.get("bad_pixels")
+        if isinstance(counts, dict) and any(counts.values()):
+            self.bad_pixels.append({"name": result.name, **counts})
         self.write_seconds += result.write_seconds
         if result.first_batch is not None:
             self.cpu_seconds -= result.first_batch.cpu_seconds  # counted once, as a batch
@@ -109,35 +121,3 @@ class RunSummary:
         self.cpu_seconds += result.cpu_seconds
         self.kernel_seconds += result.kernel_seconds
         self.write_seconds += result.write_seconds
-
-
-class Progress:
-    """Two bars (datasets, operator batches) on stderr, or nothing."""
-
-    def __init__(self, enabled: bool, n_datasets: int) -> None:
-        self.bars: tuple[Any, Any] | None = None
-        if enabled:
-            from tqdm import tqdm
-
-            self.bars = (
-                tqdm(total=n_datasets, desc="datasets", unit="ds", position=0, file=sys.stderr),
-                tqdm(total=0, desc="batches ", unit="batch", position=1, file=sys.stderr),
-            )
-
-    def add_batches(self, n: int) -> None:
-        if self.bars:
-            self.bars[1].total += n
-            self.bars[1].refresh()
-
-    def dataset_done(self) -> None:
-        if self.bars:
-            self.bars[0].update(1)
-
-    def batch_done(self) -> None:
-        if self.bars:
-            self.bars[1].update(1)
-
-    def close(self) -> None:
-        if self.bars:
-            for bar in self.bars:
-                bar.close()

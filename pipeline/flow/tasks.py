@@ -57,11 +57,13 @@ class AutoBatchSize:
 # ---------------------------------------------------------------------------------------- results
 @dataclass(frozen=True, kw_only=True)
 class TaskFailure:
-    """A dataset that cannot be prepared or computed, with a message naming file and problem."""
+    """A dataset that cannot be prepared or computed, with a message naming file and problem
+    and the class name of the error (``error_type``, recorded with the failure)."""
 
     name: str
     message: str
     batch_index: int | None = None
+    error_type: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -228,7 +230,7 @@ def _failure(name: str, err: Exception) -> TaskFailure:
     message = str(err)
     if name not in message:
         message = f"dataset {name!r}: {message}"
-    return TaskFailure(name=name, message=message)
+    return TaskFailure(name=name, message=message, error_type=type(err).__name__)
 
 
 def _batch_failure(name: str, batch_index: int, err: Exception) -> TaskFailure:
@@ -236,6 +238,7 @@ def _batch_failure(name: str, batch_index: int, err: Exception) -> TaskFailure:
         name=name,
         message=f"dataset {name!r}, operator batch {batch_index}: {err}",
         batch_index=batch_index,
+        error_type=type(err).__name__,
     )
 
 

@@ -6,7 +6,12 @@ Conventions
   BSCALE/BZERO applied. Row 0 is the first FITS row: nothing is flipped.
 * Pixel scales are ``(sy, sx)`` in arcsec per pixel; origins are ``(y, x)`` in arcsec. They are
   stored in the ``PIXSCAY``/``PIXSCAX`` and ``ORIGINY``/``ORIGINX`` cards, as the reference
-  library writes them.
+  library writes them; :func:`pixel_scales_from_header` also reads a WCS and ``PIXSCALE``.
+* Compressed files are read as they are: gzip (``.fits.gz``) whole, and tile-compressed images
+  (``.fits.fz``, ``CompImageHDU``). The FITS standard keeps a compressed image out of the primary
+  HDU, so HDU 0 of a file whose primary HDU is empty and whose only image is tile-compressed
+  means that image (``fpack`` writes exactly this); any other empty HDU 0 is an error that lists
+  the file's images.
 * Every failure is raised as one :class:`~pipeline.exc.FitsReadError` or
   :class:`~pipeline.exc.FitsWriteError` whose message names the file and the HDU.
 """
@@ -17,6 +22,7 @@ import os
 import threading
 import uuid
 import warnings
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,8 +46,10 @@ __all__ = [
 
 HduKey = int | str | tuple[str, int]
 
-# astropy raises any of these (or only warns) for corrupt files, depending on where the damage is.
-_READ_ERRORS = (OSError, TypeError, ValueError, IndexError, KeyError, VerifyError, Warning)
+# astropy raises any of these (or only warns) for corrupt files, depending on where the damage is;
+# gzip streams (a .fits.gz, or a GZIP tile) cut short or damaged raise EOFError or zlib.error.
+_READ_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error, TypeError)
+_READ_ERRORS += (ValueError, IndexError, KeyError, VerifyError, Warning)
 _WRITE_ERRORS = (OSError, TypeError, ValueError, KeyError, VerifyError, Warning)
 _SCALE_RTOL = 1e-6
 _WCS_SCALE_KEYS = ("CD1_1", "CD1_2", "CD2_1", "CD2_2", "CDELT1", "CDELT2")
@@ -85,6 +93,43 @@ def _available(hdul: fits.HDUList) -> str:
     return ", ".join(f"{i} {h.name!r}" for i, h in enumerate(hdul))
 
 
+def _has_image(hdu: Any) -> bool:
+    """An image HDU with data (a tile-compressed one shows its image's NAXIS), from the header."""
+    return bool(hdu.is_image and hdu.header.get("NAXIS", 0))
+
+
+def _compressed_image(hdul: fits.HDUList, hdu: HduKey, found: Any) -> tuple[Any, int] | None:
+    """For HDU 0 without data: ``(hdu, index)`` of the file's only image when that image is
+    tile-compressed (``.fits.fz``: the standard keeps it out of the primary HDU), else None."""
+    if hdu != 0 or isinstance(hdu, bool) or _has_image(found):
+        return None
+    images = [(h, i) for i, h in enumerate(hdul) if i > 0 and _has_image(h)]
+    if len(images) == 1 and isinstance(images[0][0], fits.CompImageHDU):
+        return images[0]
+    return None
+
+
+def _image_data(found: Any, where: str) -> np.ndarray | None:
+    try:
+        return found.data
+    except _READ_ERRORS:
+        raise
+    except Exception as err:  # noqa: BLE001 - astropy's tile decompressor raises its own class
+        if not isinstance(found, fits.CompImageHDU):
+            raise
+        raise FitsReadError(f"{where}: damaged compressed tiles ({err})") from err
+
+
+def _no_data(hdul: fits.HDUList, where: str) -> FitsReadError:
+    images = [f"{i} {h.name!r}" for i, h in enumerate(hdul) if _has_image(h)]
+    hint = (
+        f"; the images in this file are HDU {', '.join(images)}: name one (index or EXTNAME)"
+        if images
+        else ""
+    )
+    return FitsReadError(f"{where}: HDU has no data (NAXIS=0){hint}")
+
+
 def _read_hdu(
     file_path: str | os.PathLike, hdu: HduKey, dataset: str | None, *, with_data: bool
 ) -> tuple[fits.Header, np.ndarray | None]:
@@ -101,14 +146,18 @@ def _read_hdu(
                     raise FitsReadError(
                         f"{where}: no such HDU; available HDUs: {_available(hdul)}"
                     ) from err
+                compressed = _compressed_image(hdul, hdu, found)
+                if compressed is not None:
+                    found, index = compressed
+                    where = f"{where} (the tile-compressed image in HDU {index} {found.name!r})"
                 header = found.header.copy()
                 if not with_data:
                     return header, None
                 if not found.is_image:
                     raise FitsReadError(f"{where}: HDU is a {type(found).__name__}, not an image")
-                data = found.data
+                data = _image_data(found, where)
                 if data is None:
-                    raise FitsReadError(f"{where}: HDU has no data (NAXIS=0)")
+                    raise _no_data(hdul, where)
                 if data.ndim != 2:
                     raise FitsReadError(f"{where}: data are not 2-D (shape {data.shape})")
                 return header, np.array(data, dtype=np.float64, order="C")
@@ -128,7 +177,9 @@ def read_fits_array(
     file_path
         The FITS file.
     hdu
-        HDU index, EXTNAME (case-insensitive) or ``(EXTNAME, EXTVER)``.
+        HDU index, EXTNAME (case-insensitive) or ``(EXTNAME, EXTVER)``. ``0`` in a file whose
+        primary HDU is empty and whose only image is tile-compressed (``fpack``'s ``.fits.fz``)
+        is that image.
     dataset
         Dataset name quoted in error messages.
 
@@ -152,7 +203,8 @@ def read_fits_array(
 def read_fits_header(
     file_path: str | os.PathLike, hdu: HduKey = 0, *, dataset: str | None = None
 ) -> fits.Header:
-    """Read the header of one HDU (a detached copy); errors as :func:`read_fits_array`."""
+    """Read the header of one HDU (a detached copy; HDU 0 of a tile-compressed file is its
+    image's, as in :func:`read_fits_array`); errors as :func:`read_fits_array`."""
     return _read_hdu(file_path, hdu, dataset, with_data=False)[0]
 
 
@@ -200,15 +252,20 @@ def pixel_scales_from_header(
 ) -> tuple[float, float]:
     """Pixel scales ``(sy, sx)`` in arcsec per pixel of one HDU (or of a header).
 
-    ``PIXSCAY``/``PIXSCAX`` cards (arcsec) are used when present, else a celestial WCS (CD matrix or
-    CDELT/PC). When both exist they must agree to 1e-6 relative; a non-celestial or invalid WCS
-    is ignored when the cards are present.
+    In this order: the ``PIXSCAY``/``PIXSCAX`` cards (arcsec; what lenspipe and the reference
+    library write), else a celestial WCS (CD matrix or CDELT/PC), else a ``PIXSCALE`` card (arcsec,
+    both axes; PyAutoLens data and many instruments carry it). ``PIXSCAY``/``PIXSCAX`` and a WCS
+    that both exist must agree to 1e-6 relative. ``PIXSCALE`` is read only when neither gives a
+    scale: instruments often write a rounded or nominal ``PIXSCALE`` beside an exact WCS, so
+    headers with a WCS keep the scale they always gave. A non-celestial or invalid WCS is ignored
+    when the cards or ``PIXSCALE`` are present.
 
     Raises
     ------
     FitsReadError
-        No pixel scale, only one of ``PIXSCAY``/``PIXSCAX``, a non-positive or non-finite scale, a
-        non-celestial WCS, or cards and WCS that disagree; or the file cannot be read.
+        No pixel scale, only one of ``PIXSCAY``/``PIXSCAX``, a non-positive or non-finite scale
+        (of a card that is used), a non-celestial WCS, or cards and WCS that disagree; or the file
+        cannot be read.
     """
     if isinstance(file_path_or_header, fits.Header):
         header = file_path_or_header
@@ -230,13 +287,17 @@ def pixel_scales_from_header(
         from_wcs = _wcs_pixel_scales(header, where)
     except FitsReadError:
         # A WCS without an angular scale cannot contradict the cards.
-        if cards is None:
+        if cards is None and "PIXSCALE" not in header:
             raise
         from_wcs = None
 
     if cards is None and from_wcs is None:
+        if "PIXSCALE" in header:
+            scale = _positive_finite(header["PIXSCALE"], "PIXSCALE", where)
+            return (scale, scale)
         raise FitsReadError(
-            f"{where}: no pixel scale: neither PIXSCAY/PIXSCAX cards nor a WCS with CDi_j or CDELTi"
+            f"{where}: no pixel scale: neither PIXSCAY/PIXSCAX cards, a WCS with CDi_j or CDELTi, "
+            "nor a PIXSCALE card"
         )
     if (
         cards is not None

@@ -33,6 +33,7 @@ from pipeline.exc import InvalidValueError, OperatorError
 __all__ = [
     "FLOAT32_SAFE_NOISE",
     "inverse_variance_from",
+    "unusable_noise",
     "storage_error_bound",
     "storage_values_from",
 ]
@@ -61,6 +62,18 @@ def _noise_factor(sigma: np.ndarray) -> str | None:
     if hi - lo > 300.0:  # the valid range spans ~307 decades: no single factor fits them all
         return None
     return _power_of_ten(-(lo + hi) / 2.0)
+
+
+def unusable_noise(noise: np.ndarray) -> np.ndarray:
+    """True where an RMS noise ``sigma`` cannot weight W: not finite, ``<= 0``, or ``1 / sigma**2``
+    not a finite normal float64 (what :func:`inverse_variance_from` refuses at unmasked
+    pixels); same shape as ``noise``."""
+    sigma = np.asarray(noise, dtype=np.float64)
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        variance = sigma**2
+        weights = np.where(variance < _TINY64, (1.0 / sigma) ** 2, 1.0 / variance)
+        usable = np.isfinite(sigma) & (sigma > 0.0) & np.isfinite(weights) & (weights >= _TINY64)
+    return ~usable
 
 
 def inverse_variance_from(

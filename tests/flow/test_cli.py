@@ -116,7 +116,7 @@ def test_usage_errors_exit_2(capsys, args):
 def test_help_exits_0(capsys):
     code, out, _ = cli(capsys, "--help")
     assert code == 0
-    for command in ("simulate", "run", "status", "inspect", "validate", "demo"):
+    for command in ("simulate", "run", "status", "inspect", "validate", "demo", "plot", "rm"):
         assert command in out
 
 
@@ -169,7 +169,9 @@ def test_inspect_dataset_prints_each_attribute_as_recorded(good_run, capsys):
         f"{'source':>14}: {s['role']}: {s['path']} [{s['hdu']}] sha256 {s['sha256'][:16]}…"
         for s in attrs["sources"]
     ]
-    assert stdout.splitlines() == expected
+    *attributes, arrays = stdout.splitlines()
+    assert attributes == expected
+    assert arrays.startswith(f"{'arrays':>14}: ") and "batches done" in arrays
 
 
 def test_inspect_unknown_dataset_exits_2(good_run, capsys):

@@ -331,6 +331,27 @@ def test_mef_duplicate_names_are_problems(tmp_path):
     assert "a.fits" in message and "a.fit" in message
 
 
+def test_mef_compressed_names_and_hidden_files(tmp_path):
+    """``x.fits.fz`` and ``x.fits.gz`` give dataset ``x``; macOS's ``._x.fits`` (AppleDouble) is
+    skipped, listed once with the reason."""
+    for file in ("EUC_1.fits.fz", "EUC_2.fits.gz", "EUC_3.fits", "._EUC_3.fits"):
+        write_cutout(tmp_path / "c" / file)
+    bands = {"VIS": BANDS["VIS"]}
+    config = make_config(
+        tmp_path, {"kind": "mef", "root": "c", "pattern": "*.fits*", "bands": bands}
+    )
+    found = discover(config)
+    assert [s.name for s in found.specs] == ["EUC_1_VIS", "EUC_2_VIS", "EUC_3_VIS"]
+    assert found.specs[0].data == FileRef(os.fspath(tmp_path / "c" / "EUC_1.fits.fz"), "VIS_BGSUB")
+    assert found.problems == []
+    assert found.skipped == [
+        (
+            os.fspath(tmp_path / "c" / "._EUC_3.fits"),
+            "hidden (its name starts with '.'): never a dataset",
+        )
+    ]
+
+
 # ---------------------------------------------------------------------------------------- files
 def test_an_unused_mask_column_is_dropped_and_never_examined(tmp_path):
     """With a circular mask, the manifest's mask column is not part of the dataset: a FIFO there

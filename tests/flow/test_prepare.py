@@ -213,3 +213,169 @@ def test_mask_of_the_wrong_shape_is_a_dataset_error(lens, tmp_path):
     inputs = {"kind": "folders", "root": str(tmp_path), "pattern": "lens_*", "mask": "mask.fits"}
     with pytest.raises(DatasetError, match=r"has shape \(10, 10\) but the data are \(40, 40\)"):
         _prepared(tmp_path, inputs, mask={"kind": "file"})
+
+
+# ---------------------------------------------------------------------------------------- psf trim
+def test_no_psf_section_keeps_the_settings_a_store_was_made_with(survey):
+    """Stores written before the psf section existed keep their settings hash (no recompute)."""
+    from pipeline.flow.config import config_from_dict
+
+    base = {
+        "inputs": {"kind": "folders", "root": str(survey), "pattern": "lens_*"},
+        "pixel_scales": SCALE,
+        "mask": {"kind": "circular", "radius": 1.5},
+        "output": {"store": "survey.zarr"},
+    }
+    assert "psf" not in config_from_dict(base, base_dir=survey).dataset_settings()
+    trimmed = config_from_dict({**base, "psf": {"trim_to": [3, 3]}}, base_dir=survey)
+    assert trimmed.dataset_settings()["psf"] == {"trim_to": [3, 3], "trim_fraction": None}
+
+
+@pytest.mark.parametrize(
+    ("psf", "shape"), [({"trim_to": [3, 5]}, (3, 5)), ({"trim_to": [3, 9]}, (3, 5))]
+)
+def test_the_psf_is_trimmed_then_normalised(survey, unmasked, psf, shape):
+    got = _prepared(survey, mask={"kind": "circular", "radius": 1.5}, psf=psf)
+    kernel = np.asarray(unmasked.psf.kernel.native)  # 5x5, normalised
+    cy, cx = kernel.shape[0] // 2, kernel.shape[1] // 2
+    window = kernel[cy - shape[0] // 2 : cy + shape[0] // 2 + 1, cx - shape[1] // 2 :][
+        :, : shape[1]
+    ]
+    assert got.psf.kernel.shape_native == shape
+    np.testing.assert_allclose(got.psf.kernel.native, window / window.sum(), rtol=1e-15)
+    assert got.sparse_operator is None or got.sparse_operator.kernel_shape == shape
+
+
+def test_trim_fraction_keeps_the_smallest_box_holding_the_light(survey, unmasked):
+    from pipeline.imaging.trimming import trim_shape_for_fraction
+
+    raw = fits.getdata(next(survey.glob("lens_*")) / "psf.fits").astype(float)
+    want = trim_shape_for_fraction(raw, 0.5)
+    assert want[0] < raw.shape[0]  # the test trims something
+    got = _prepared(survey, mask={"kind": "circular", "radius": 1.5}, psf={"trim_fraction": 0.5})
+    assert got.psf.kernel.shape_native == want
+
+
+@pytest.mark.parametrize(
+    ("psf", "message"),
+    [
+        ({"trim_to": [4, 5]}, "two odd numbers"),
+        ({"trim_to": [5]}, "trim_to"),
+        ({"trim_fraction": 0}, "greater than 0"),
+        ({"trim_fraction": 1.2}, "less than or equal to 1"),
+        ({"trim_to": [3, 3], "trim_fraction": 0.99}, "not both"),
+        ({"trim": [3, 3]}, "trim"),
+    ],
+)
+def test_bad_psf_settings_are_refused_by_name(survey, psf, message):
+    from pipeline.exc import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        _prepared(survey, mask={"kind": "circular", "radius": 1.5}, psf=psf)
+
+
+# ---------------------------------------------------------------------------------- bad pixels
+def _spoiled_lens(survey: Path, tmp_path: Path) -> tuple[Path, list, list]:
+    """A copy of the lens with NaN/inf data at 3 unmasked pixels and zero, negative, NaN and
+    1e-200 noise at 4 others (one of them also NaN data)."""
+    lens = tmp_path / "spoiled"
+    shutil.copytree(next(survey.glob("lens_*")), lens)
+    data = fits.getdata(lens / "data.fits").astype(float)
+    noise = fits.getdata(lens / "noise_map.fits").astype(float)
+    bad_data = [(20, 20), (21, 19), (18, 22)]
+    bad_noise = [(19, 19), (22, 21), (20, 22), (18, 22)]
+    for (r, c), value in zip(bad_data, [np.nan, np.inf, -np.inf], strict=True):
+        data[r, c] = value
+    for (r, c), value in zip(bad_noise, [0.0, -1.0, np.nan, 1e-200], strict=True):
+        noise[r, c] = value
+    fits.writeto(lens / "data.fits", data, overwrite=True)
+    fits.writeto(lens / "noise_map.fits", noise, overwrite=True)
+    return lens, bad_data, bad_noise
+
+
+def _prepared_lens(lens: Path, mask: dict, manifest_column: str | None = None):
+    from pipeline.flow.prepare import prepare_dataset
+
+    if manifest_column is None:
+        inputs = {"kind": "folders", "root": str(lens.parent), "pattern": lens.name}
+    else:
+        manifest = lens.parent / "manifest.csv"
+        manifest.write_text(
+            "name,data,noise_map,psf,bad_pixels\n"
+            f"spoiled,{lens}/data.fits,{lens}/noise_map.fits,{lens}/psf.fits,{manifest_column}\n"
+        )
+        inputs = {"kind": "manifest", "path": str(manifest)}
+    config = config_from_dict(
+        {"inputs": inputs, "pixel_scales": SCALE, "output": {"store": "s.zarr"}, "mask": mask},
+        base_dir=lens.parent,
+    )
+    found = discover(config)
+    assert found.problems == []
+    (spec,) = found.specs
+    return prepare_dataset(spec, PrepareSettings.from_config(config))
+
+
+def test_bad_pixels_fail_the_dataset_by_default(survey, tmp_path):
+    lens, _, _ = _spoiled_lens(survey, tmp_path)
+    with pytest.raises(DatasetError, match="non-finite|positive and finite"):
+        _prepared_lens(lens, {"kind": "circular", "radius": 1.8})
+
+
+@pytest.mark.parametrize("how", ["config", "manifest"])
+def test_bad_pixels_mask_masks_and_counts_them(survey, unmasked, tmp_path, how):
+    lens, bad_data, bad_noise = _spoiled_lens(survey, tmp_path)
+    if how == "config":
+        got = _prepared_lens(lens, {"kind": "circular", "radius": 1.8, "bad_pixels": "mask"})
+    else:
+        got = _prepared_lens(lens, {"kind": "circular", "radius": 1.8}, manifest_column="mask")
+    # (18, 22) is bad in both: counted once, as data
+    assert got.bad_pixels == {"nonfinite_data": 3, "unusable_noise": 3}
+    circle = Mask2D.circular(SHAPE, 1.8, SCALE)
+    expected = np.asarray(circle).copy()
+    for r, c in bad_data + bad_noise:
+        assert not circle[r, c]  # the test spoils unmasked pixels
+        expected[r, c] = True
+    np.testing.assert_array_equal(np.asarray(got.imaging.mask), expected)
+    # the kept pixels' values, as read (slim = row-major over the unmasked pixels)
+    data = fits.getdata(lens / "data.fits").astype(float)
+    noise = fits.getdata(lens / "noise_map.fits").astype(float)
+    np.testing.assert_array_equal(got.imaging.data.slim, data[~expected])
+    np.testing.assert_array_equal(got.imaging.noise_map.slim, noise[~expected])
+
+
+def test_a_clean_dataset_under_bad_pixels_mask_counts_zero(survey):
+    from pipeline.flow.prepare import prepare_dataset
+
+    config = config_from_dict(
+        {
+            "inputs": {"kind": "folders", "root": str(survey), "pattern": "lens_*"},
+            "pixel_scales": SCALE,
+            "output": {"store": "s.zarr"},
+            "mask": {"kind": "circular", "radius": 1.8, "bad_pixels": "mask"},
+        },
+        base_dir=survey,
+    )
+    (spec,) = discover(config).specs
+    got = prepare_dataset(spec, PrepareSettings.from_config(config))
+    assert got.bad_pixels == {"nonfinite_data": 0, "unusable_noise": 0}
+    assert config.dataset_settings()["mask"]["bad_pixels"] == "mask"
+
+
+def test_a_bad_manifest_bad_pixels_value_is_a_problem_naming_the_line(survey, tmp_path):
+    lens, _, _ = _spoiled_lens(survey, tmp_path)
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(
+        "name,data,noise_map,psf,bad_pixels\n"
+        f"spoiled,{lens}/data.fits,{lens}/noise_map.fits,{lens}/psf.fits,ignore\n"
+    )
+    config = config_from_dict(
+        {
+            "inputs": {"kind": "manifest", "path": str(manifest)},
+            "pixel_scales": SCALE,
+            "output": {"store": "s.zarr"},
+            "mask": {"kind": "circular", "radius": 1.8},
+        },
+        base_dir=tmp_path,
+    )
+    ((name, message),) = discover(config).problems
+    assert name == "spoiled" and "line 2" in message and "'ignore'" in message

@@ -1,5 +1,5 @@
 """The record of a run (pipeline/flow/summary.py): :class:`RunSummary` counts, times, exit code,
-record and table; :class:`Progress` bars on stderr, or nothing."""
+record and table (the progress display: tests/flow/test_progress.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.flow.summary import Progress, RunSummary
+from pipeline.flow.summary import RunSummary
 from pipeline.flow.tasks import BatchResult, PrepareResult
 from tests.reliability.support import summary_counts
 
@@ -153,29 +153,31 @@ def test_table_rows():
     assert "Failures:" not in plain and "Stopped early" not in plain
 
 
-def test_progress_disabled_writes_nothing(capsys):
-    progress = Progress(False, 3)
-    assert progress.bars is None
-    progress.add_batches(4)
-    progress.batch_done()
-    progress.dataset_done()
-    progress.close()
-    assert capsys.readouterr() == ("", "")
-
-
-def test_progress_bars_on_stderr(capsys):
-    progress = Progress(True, 3)
-    progress.add_batches(4)
-    progress.add_batches(2)
-    for _ in range(5):
-        progress.batch_done()
-    progress.dataset_done()
-    progress.dataset_done()
-    datasets, batches = progress.bars
-    assert (datasets.n, datasets.total) == (2, 3)
-    assert (batches.n, batches.total) == (5, 6)
-    progress.close()
-    out, err = capsys.readouterr()
-    assert out == ""
-    assert "datasets" in err and "2/3" in err
-    assert "batches" in err and "5/6" in err
+def test_masked_bad_pixels_are_listed_and_recorded():
+    summary = _summary()
+    clean = _prepared(None)
+    summary.add_prepared(clean)
+    assert "bad_pixels" not in summary.to_dict()  # as runs recorded before
+    spoiled = PrepareResult(
+        name="lens_7",
+        metadata={"bad_pixels": {"nonfinite_data": 3, "unusable_noise": 1}},
+        n_batches=1,
+        sources=[],
+        cpu_seconds=1.0,
+        wall_seconds=1.0,
+    )
+    summary.add_prepared(spoiled)
+    none_masked = PrepareResult(
+        name="lens_8",
+        metadata={"bad_pixels": {"nonfinite_data": 0, "unusable_noise": 0}},
+        n_batches=1,
+        sources=[],
+        cpu_seconds=1.0,
+        wall_seconds=1.0,
+    )
+    summary.add_prepared(none_masked)
+    assert summary.to_dict()["bad_pixels"] == [
+        {"name": "lens_7", "nonfinite_data": 3, "unusable_noise": 1}
+    ]
+    assert "  lens_7: nonfinite_data 3, unusable_noise 1" in summary.table().splitlines()
+    assert RunSummary(**summary.to_dict()).to_dict() == summary.to_dict()

@@ -261,4 +261,5 @@ def test_operator_batch_of_a_missing_dataset_is_a_task_failure(run):
         name="lens_nope",
         message="dataset 'lens_nope', operator batch 1: dataset 'lens_nope' is not in the store",
         batch_index=1,
+        error_type="DatasetNotFoundError",
     )

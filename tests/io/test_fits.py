@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import sys
 import warnings
@@ -240,9 +241,13 @@ def test_3d_hdu(tmp_path):
 
 
 def test_hdu_without_data(tmp_path):
+    """An empty primary HDU beside an uncompressed image is an error that names the image: only
+    a tile-compressed image stands in for HDU 0 (see the compressed-file tests)."""
     path = tmp_path / "ext.fits"
     write_fits_array(path, np.ones((3, 3)), extname="SCI")
-    assert "no data (NAXIS=0)" in _read_error(path, 0)
+    message = _read_error(path, 0)
+    assert "no data (NAXIS=0)" in message
+    assert "the images in this file are HDU 1 'SCI': name one (index or EXTNAME)" in message
     np.testing.assert_array_equal(read_fits_array(path, 1), np.ones((3, 3)))
 
 
@@ -363,6 +368,56 @@ def test_pixel_scales_cards_win_over_non_celestial_wcs():
     assert pixel_scales_from_header(header) == (0.1, 0.08)
 
 
+def test_pixel_scales_from_pixscale_of_a_real_file(tmp_path):
+    """PyAutoLens data carry one PIXSCALE card (arcsec, both axes) and no WCS."""
+    path = tmp_path / "autolens.fits"
+    fits.PrimaryHDU(np.ones((5, 5)), header=fits.Header({"PIXSCALE": 0.05})).writeto(path)
+    assert pixel_scales_from_header(path) == (0.05, 0.05)
+    assert pixel_scales_from_header(read_fits_header(path)) == (0.05, 0.05)
+
+
+def test_pixel_scales_cards_win_over_pixscale():
+    header = fits.Header({"PIXSCAY": 0.1, "PIXSCAX": 0.08, "PIXSCALE": 0.09})
+    assert pixel_scales_from_header(header) == (0.1, 0.08)
+
+
+def test_pixel_scales_wcs_wins_over_a_rounded_pixscale():
+    """Instruments write a nominal PIXSCALE beside an exact WCS: the WCS keeps precedence, so such
+    headers give the scale they gave before PIXSCALE was read."""
+    header = _tan_header(CDELT1=-0.26297 / 3600, CDELT2=0.26297 / 3600, PIXSCALE=0.263)
+    np.testing.assert_allclose(pixel_scales_from_header(header), (0.26297, 0.26297), rtol=1e-12)
+
+
+def test_pixel_scales_pixscale_wins_over_a_non_celestial_wcs():
+    header = fits.Header({"CTYPE1": "LINEAR", "CTYPE2": "LINEAR", "CDELT1": 1.0, "CDELT2": 1.0})
+    header["PIXSCALE"] = 0.2
+    assert pixel_scales_from_header(header) == (0.2, 0.2)
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (0.0, "must be positive and finite"),
+        (-0.05, "must be positive"),
+        ("0.05as", "is not a number"),
+    ],
+)
+def test_pixel_scales_invalid_pixscale_is_an_error_when_used(tmp_path, bad, match):
+    path = tmp_path / "bad.fits"
+    fits.PrimaryHDU(np.ones((3, 3)), header=fits.Header({"PIXSCALE": bad})).writeto(path)
+    with pytest.raises(FitsReadError, match=f"PIXSCALE {match}") as info:
+        pixel_scales_from_header(path, dataset="lens_7")
+    assert str(path) in str(info.value) and "lens_7" in str(info.value)
+    # unused (a WCS gives the scale): not checked
+    header = _tan_header(CDELT1=-0.1 / 3600, CDELT2=0.1 / 3600, PIXSCALE=bad)
+    np.testing.assert_allclose(pixel_scales_from_header(header), (0.1, 0.1), rtol=1e-12)
+
+
+def test_pixel_scales_missing_names_pixscale():
+    with pytest.raises(FitsReadError, match="nor a PIXSCALE card"):
+        pixel_scales_from_header(fits.Header({"OBJECT": "lens"}))
+
+
 def test_pixel_scales_non_celestial_wcs():
     header = fits.Header({"CTYPE1": "LINEAR", "CTYPE2": "LINEAR", "CDELT1": 1.0, "CDELT2": 1.0})
     with pytest.raises(FitsReadError, match="WCS is not celestial"):
@@ -439,3 +494,87 @@ def test_concurrent_reads_keep_warning_filters(tmp_path):
         with ThreadPoolExecutor(max_workers=8) as pool:
             assert all(pool.map(job, range(800)))
         assert warnings.filters == filters
+
+
+# ------------------------------------------------------------ compressed files
+
+
+def _gzip(path, target) -> None:
+    target.write_bytes(gzip.compress(path.read_bytes()))
+
+
+def _fpack(path, image, header=None, *, compression="GZIP_2", checksum=True) -> None:
+    """What fpack writes: an empty primary HDU, then the image as a lossless CompImageHDU."""
+    hdu = fits.CompImageHDU(image, header=header, compression_type=compression, quantize_level=0.0)
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path, checksum=checksum)
+
+
+def test_gzip_file_reads_as_the_plain_one(tmp_path):
+    plain, packed = tmp_path / "data.fits", tmp_path / "data.fits.gz"
+    image = np.random.default_rng(5).normal(size=(9, 13))
+    write_fits_array(plain, image, pixel_scales=(0.1, 0.08))
+    _gzip(plain, packed)
+    assert packed.read_bytes()[:2] == b"\x1f\x8b"  # really gzip
+    read = read_fits_array(packed)
+    np.testing.assert_array_equal(read, image)
+    _native_float64(read)
+    assert pixel_scales_from_header(packed) == (0.1, 0.08)
+
+
+@pytest.mark.parametrize("keep", [0.25, 0.5, 0.9])
+def test_truncated_gzip_file(tmp_path, keep):
+    plain, packed = tmp_path / "data.fits", tmp_path / "data.fits.gz"
+    write_fits_array(plain, np.random.default_rng(6).normal(size=(200, 200)))
+    raw = gzip.compress(plain.read_bytes())
+    packed.write_bytes(raw[: int(len(raw) * keep)])
+    _read_error(packed)  # a FitsReadError naming file and HDU, never a bare EOFError
+
+
+@pytest.mark.parametrize("compression", ["GZIP_2", "RICE_1"])
+def test_tile_compressed_image_is_hdu_0(tmp_path, compression):
+    """DES delivers fpack'ed files (``.fits.fz``): the image sits in a CompImageHDU after an
+    empty primary HDU, and HDU 0 (the default of every *_hdu key) means that image."""
+    path = tmp_path / "data.fits.fz"
+    image = np.random.default_rng(7).normal(size=(12, 10))
+    if compression == "RICE_1":  # RICE compresses integers losslessly
+        image = np.round(image * 1000).astype(np.int32)
+    _fpack(path, image, fits.Header({"PIXSCALE": 0.263}), compression=compression)
+    with fits.open(path) as hdul:
+        assert hdul[0].header["NAXIS"] == 0 and isinstance(hdul[1], fits.CompImageHDU)
+    for hdu in (0, 1, "COMPRESSED_IMAGE"):
+        read = read_fits_array(path, hdu)
+        np.testing.assert_array_equal(read, image)
+        _native_float64(read)
+    assert read_fits_header(path)["PIXSCALE"] == 0.263  # the image's header, not the primary's
+    assert pixel_scales_from_header(path) == (0.263, 0.263)
+
+
+def test_several_compressed_images_need_an_hdu(tmp_path):
+    """A DES coadd tile holds SCI, MSK and WGT: HDU 0 is ambiguous, and the error lists them."""
+    path = tmp_path / "tile.fits.fz"
+    images = [fits.CompImageHDU(np.ones((4, 4)), name=n) for n in ("SCI", "MSK", "WGT")]
+    fits.HDUList([fits.PrimaryHDU(), *images]).writeto(path)
+    message = _read_error(path, 0)
+    assert "no data (NAXIS=0)" in message and "HDU 1 'SCI', 2 'MSK', 3 'WGT'" in message
+    np.testing.assert_array_equal(read_fits_array(path, "wgt"), np.ones((4, 4)))
+
+
+@pytest.mark.parametrize(
+    ("compression", "checksum", "expected"),
+    [
+        ("GZIP_2", True, "checksum mismatch"),
+        # without checksums the decompressor finds the damage: zlib, and cfitsio's own error
+        ("GZIP_2", False, "(the tile-compressed image in HDU 1 'COMPRESSED_IMAGE')"),
+        ("RICE_1", False, "(the tile-compressed image in HDU 1 'COMPRESSED_IMAGE')"),
+    ],
+)
+def test_damaged_compressed_tile(tmp_path, compression, checksum, expected):
+    path = tmp_path / "data.fits.fz"
+    image = np.random.default_rng(0).normal(size=(100, 100))
+    if compression == "RICE_1":
+        image = np.round(image * 100).astype(np.int32)
+    _fpack(path, image, compression=compression, checksum=checksum)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    assert expected in _read_error(path, 0)

@@ -46,6 +46,7 @@ from pipeline.flow.config.inputs import (
 )
 from pipeline.flow.config.loading import config_from_dict, load_config
 from pipeline.flow.config.operator import OperatorConfig, OutputConfig, RunConfig
+from pipeline.flow.config.psf import PsfConfig
 from pipeline.flow.config.survey import Config
 
 __all__ = [
@@ -73,6 +74,7 @@ __all__ = [
     "OperatorConfig",
     "OutputConfig",
     "OverSamplingConfig",
+    "PsfConfig",
     "RadialOverSampling",
     "RunConfig",
     "TlsFiles",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline.flow.config.base import (
     MAX_ARCSEC,
@@ -38,7 +38,14 @@ __all__ = [
 # ---------------------------------------------------------------------------------------- inputs
 class FoldersInput(_Model):
     """One dataset per folder matching ``pattern`` under ``root``, with the same file names in
-    each folder. The dataset name is the folder name."""
+    each folder. The dataset name is the folder name. Not datasets, and listed once with the
+    reason by ``lenspipe validate`` and ``run --dry-run``: names starting with ``.``
+    (``.ipynb_checkpoints``), the run's own ``output.store`` and any other Zarr store (a folder
+    holding ``zarr.json``, ``.zgroup`` or ``.zarray``), and folders holding none of the data,
+    noise-map and PSF files (a folder with some of them is a dataset, whose missing file is
+    reported when it is prepared). A file name ``x.fits`` also finds ``x.fits.gz``,
+    ``x.fits.fz`` or ``x.fz`` when ``x.fits`` itself is absent (two of those at once are an
+    error); HDU 0 of a tile-compressed file is its only image."""
 
     kind: Literal["folders"] = "folders"
     root: Path = Field(description="Folder holding one sub-folder per lens.")
@@ -47,10 +54,27 @@ class FoldersInput(_Model):
     noise_map: str = Field("noise_map.fits", description="Noise-map (RMS) file name.")
     psf: str = Field("psf.fits", description="PSF file name.")
     mask: str | None = Field(None, description="Optional mask FITS file name (non-zero = masked).")
+    pixel_scales_file: str | None = Field(
+        None,
+        description="Optional JSON file in each folder (e.g. PyAutoLens's `info.json`) whose key "
+        "`pixel_scales` (a number or `[sy, sx]`, arcsec per pixel) overrides the top-level "
+        "`pixel_scales` for that folder; a folder without the file or the key uses the top-level "
+        "value. The file is recorded and hashed with the dataset's inputs.",
+    )
     data_hdu: HduIndex | str = 0
     noise_map_hdu: HduIndex | str = 0
     psf_hdu: HduIndex | str = 0
     mask_hdu: HduIndex | str = 0
+
+    @field_validator("pixel_scales_file")
+    @classmethod
+    def _relative(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or Path(value).is_absolute()):
+            raise ValueError(
+                "must be a file name inside each lens folder (e.g. info.json), not empty and not "
+                "an absolute path"
+            )
+        return value
 
 
 class ManifestInput(_Model):
@@ -73,7 +97,9 @@ class MefBand(_Model):
 
 class MefInput(_Model):
     """Multi-extension FITS cutouts (e.g. Euclid MER: ``VIS_BGSUB``, ``VIS_RMS``, ``VIS_PSF``):
-    one dataset per file and band, named ``<file stem>_<band>``."""
+    one dataset per file and band, named ``<file stem>_<band>`` (``x`` for ``x.fits``,
+    ``x.fits.gz`` and ``x.fits.fz``: a pattern ``*.fits*`` also takes compressed files). Files
+    whose names start with ``.`` are skipped."""
 
     kind: Literal["mef"] = "mef"
     root: Path
@@ -85,13 +111,23 @@ Inputs = Annotated[FoldersInput | ManifestInput | MefInput, Field(discriminator=
 
 
 # ---------------------------------------------------------------------------------------- masks
-class CircularMask(_Model):
+class _MaskBase(_Model):
+    bad_pixels: Literal["fail", "mask"] = Field(
+        "fail",
+        description="Unmasked pixels with NaN or inf data, or noise that is not finite, <= 0 "
+        "or out of float64's range for 1/sigma**2: `fail` the dataset naming the first one, or "
+        "`mask` them (counted by kind, recorded with the dataset as `bad_pixels` and shown by "
+        "`lenspipe status`). A manifest's `bad_pixels` column overrides it per dataset.",
+    )
+
+
+class CircularMask(_MaskBase):
     kind: Literal["circular"] = "circular"
     radius: float = Field(gt=0, le=MAX_ARCSEC, description="arcsec")
     centre: Centre = (0.0, 0.0)
 
 
-class AnnularMask(_Model):
+class AnnularMask(_MaskBase):
     kind: Literal["annular"] = "annular"
     inner_radius: float = Field(ge=0, le=MAX_ARCSEC, description="arcsec")
     outer_radius: float = Field(gt=0, le=MAX_ARCSEC, description="arcsec")
@@ -104,7 +140,7 @@ class AnnularMask(_Model):
         return self
 
 
-class EllipticalMask(_Model):
+class EllipticalMask(_MaskBase):
     kind: Literal["elliptical"] = "elliptical"
     major_axis_radius: float = Field(gt=0, le=MAX_ARCSEC, description="arcsec")
     axis_ratio: float = Field(gt=0, le=1)
@@ -114,7 +150,7 @@ class EllipticalMask(_Model):
     centre: Centre = (0.0, 0.0)
 
 
-class FileMask(_Model):
+class FileMask(_MaskBase):
     """Use each dataset's mask FITS file (folders ``mask:``, manifest ``mask`` column or MEF band
     ``mask`` EXTNAME)."""
 

@@ -15,6 +15,7 @@ from pipeline.flow.config.base import MAX_PIXEL_SCALE, _Model
 from pipeline.flow.config.cluster import ClusterConfig, LocalClusterConfig
 from pipeline.flow.config.inputs import Inputs, MaskConfig, OverSamplingConfig, UniformOverSampling
 from pipeline.flow.config.operator import OperatorConfig, OutputConfig, RunConfig
+from pipeline.flow.config.psf import PsfConfig
 from pipeline.operators.batching import task_memory_budget
 
 __all__ = ["Config"]
@@ -26,11 +27,16 @@ class Config(_Model):
     inputs: Inputs
     pixel_scales: float | tuple[float, float] | Literal["header"] = Field(
         description="Arcsec per pixel: a number, a pair `[sy, sx]`, or `header` to read each "
-        "file's `PIXSCAY`/`PIXSCAX` cards or its WCS. A manifest's `pixel_scale` column overrides "
-        "it. Positive, at most 3600 (one degree)."
+        "data file's `PIXSCAY`/`PIXSCAX` cards, else its WCS, else its `PIXSCALE` card. A "
+        "manifest's `pixel_scale` column and a folder's `pixel_scales_file` override it. "
+        "Positive, at most 3600 (one degree)."
     )
     mask: MaskConfig
     over_sampling: OverSamplingConfig = Field(default_factory=UniformOverSampling)
+    psf: PsfConfig = Field(
+        default_factory=PsfConfig,
+        description="How each PSF is used: whole (default) or trimmed to a smaller box.",
+    )
     sparse_operator: OperatorConfig = Field(default_factory=OperatorConfig)
     output: OutputConfig
     cluster: ClusterConfig = Field(default_factory=LocalClusterConfig)
@@ -83,13 +89,18 @@ class Config(_Model):
         a change refuses to resume over the old result)."""
         return {
             "pixel_scales": self.pixel_scales,
-            "mask": self.mask.model_dump(mode="json"),
+            # bad_pixels only when not the default: older stores keep their settings hash
+            "mask": self.mask.model_dump(
+                mode="json", exclude={"bad_pixels"} if self.mask.bad_pixels == "fail" else None
+            ),
             "over_sampling": self.over_sampling.model_dump(mode="json"),
             # the budget only groups rows into tasks (each dataset stores its batch size): not
             # a setting of the result, and leaving it out keeps older stores' hashes valid
             "sparse_operator": self.sparse_operator.model_dump(
                 mode="json", exclude={"memory_budget_mb"}
             ),
+            # only when set: stores made without the psf section keep their settings hash
+            **({"psf": self.psf.model_dump(mode="json")} if self.psf.trims else {}),
         }
 
     def operator_memory_budget(self) -> int:

@@ -39,6 +39,7 @@ The package is the only code of lenspipe that names a store node or touches Zarr
 ``check``        whole-dataset checks (:func:`check_dataset`)
 ``recipe``       what a worker opens, cached per process (:class:`StoreRecipe`)
 ``lock``         the run lock: one driver per store
+``removal``      removing datasets under the run lock (:func:`remove_datasets`, ``lenspipe rm``)
 ===============  ===================================================================================
 
 Concurrency contract: only the driver creates the store and dataset groups and writes status
@@ -93,6 +94,7 @@ from pipeline.io.store.records import (
     reopen_dataset,
     write_imaging,
 )
+from pipeline.io.store.removal import remove_datasets, select_datasets
 from pipeline.io.store.schema import (
     COMPLETE,
     DAMAGED,
@@ -161,9 +163,11 @@ __all__ = [
     "prepared_attributes",
     "record_prepared",
     "record_run_summary",
+    "remove_datasets",
     "reopen_dataset",
     "reset_batches",
     "scan_datasets",
+    "select_datasets",
     "settings_hash",
     "settle_seconds",
     "source_changed",

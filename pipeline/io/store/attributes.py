@@ -71,6 +71,11 @@ class DatasetRecord:
         Wall times in seconds by name (``prepare_seconds``, ``operator_seconds``).
     error
         Why the dataset failed; ``None`` unless it did.
+    error_type
+        The class name of the exception that failed it (``"FitsReadError"``), if recorded.
+    bad_pixels
+        Bad-pixel counts, if recorded: a total, or counts by kind (``{"nan_data": 3}``); ``None``
+        where the dataset records none.
     check_noise_map
         Whether the noise map was checked (positive and finite) when prepared.
     raw
@@ -89,6 +94,8 @@ class DatasetRecord:
     pixel_scales: tuple[float, ...] | None = None
     timings: Mapping[str, float] = field(default_factory=_empty)
     error: str | None = None
+    error_type: str | None = None
+    bad_pixels: int | Mapping[str, int] | None = None
     check_noise_map: bool | None = None
     raw: Mapping[str, Any] = field(default_factory=_empty)
 
@@ -111,6 +118,8 @@ class DatasetRecord:
             pixel_scales=_floats(raw.get("pixel_scales")),
             timings=_seconds(raw.get("timings")),
             error=_text(raw.get("error")),
+            error_type=_text(raw.get("error_type")),
+            bad_pixels=_bad_pixels(raw.get("bad_pixels")),
             check_noise_map=_flag(raw.get("check_noise_map")),
             raw=raw,
         )
@@ -167,6 +176,14 @@ def _seconds(value: Any) -> Mapping[str, float]:
     if not isinstance(value, Mapping):
         return _EMPTY
     return MappingProxyType({str(k): float(v) for k, v in value.items() if _number(v)})
+
+
+def _bad_pixels(value: Any) -> int | Mapping[str, int] | None:
+    """A count, or counts by kind (entries that are not counts left out)."""
+    if isinstance(value, Mapping):
+        counts = {str(k): int(v) for k, v in value.items() if _count(v) is not None}
+        return MappingProxyType(counts)
+    return _count(value)
 
 
 def _sources(value: Any) -> tuple[Source, ...]:

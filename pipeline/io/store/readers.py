@@ -54,8 +54,9 @@ def _readable_group(root: zarr.Group, name: str, allow_incomplete: bool) -> zarr
         error = group.attrs.get("error")
         reason = f" ({error})" if error else ""
         raise DatasetNotCompleteError(
-            f"dataset {name!r} has status {status!r}{reason}, not 'complete'; pass "
-            "allow_incomplete=True to read it anyway"
+            f"dataset {name!r} has status {status!r}{reason}, not 'complete'; to read it "
+            "anyway pass allow_incomplete=True (on the command line: lenspipe plot or inspect "
+            "--allow-incomplete)"
         )
     return group
 

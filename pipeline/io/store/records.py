@@ -171,9 +171,11 @@ def reopen_dataset(root: zarr.Group, name: str, batches: Iterable[int]) -> None:
     group.update_attributes({"status": PREPARED.value, "repairs": repairs})
 
 
-def mark_failed(root: zarr.Group, name: str, error: str) -> None:
-    """Record that a dataset failed, with its error message (creates a bare group if the dataset
-    was never prepared, and rewrites the group document of a torn one). Driver only.
+def mark_failed(root: zarr.Group, name: str, error: str, *, error_type: str | None = None) -> None:
+    """Record that a dataset failed, with its error message and, if known, the class name of
+    the exception (``error_type``, e.g. ``"FitsReadError"``; ``lenspipe status`` shows both).
+    Creates a bare group if the dataset was never prepared, and rewrites the group document of
+    a torn one. Driver only.
 
     Raises :class:`UnsafeStoreError` if the dataset's path holds something that is not a
     lenspipe dataset group (left untouched), and :class:`StoreError` if the store cannot be
@@ -181,7 +183,7 @@ def mark_failed(root: zarr.Group, name: str, error: str) -> None:
     validate_dataset_name(name)
     datasets_group(root)
     node = check_replaceable(root, name)
-    attrs = {"status": FAILED.value, "error": str(error), "failed": now()}
+    attrs = {"status": FAILED.value, "error": str(error), "error_type": error_type, "failed": now()}
     path = dataset_path(root, name)
     try:
         if node.kind == "group" and node.doc is not None:

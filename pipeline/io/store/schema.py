@@ -33,10 +33,14 @@ __all__ = [
     "RESERVED_NAMES",
     "RUNS",
     "SCHEMA_VERSION",
+    "ZARR_DOCUMENTS",
     "DatasetStatus",
     "settings_hash",
     "validate_dataset_name",
 ]
+
+#: The documents that make a folder a Zarr group or array (format 3, then format 2).
+ZARR_DOCUMENTS = ("zarr.json", ".zgroup", ".zarray")
 
 SCHEMA_VERSION = 1
 
