@@ -206,7 +206,7 @@ def prepare_dataset(spec: DatasetSpec, settings: PrepareSettings) -> PreparedDat
     )
     mask = _mask_for(spec, settings, data.shape, scales)
     bad_pixels: dict[str, int] | None = None
-    if (spec.bad_pixels or settings.mask.bad_pixels) == "mask" and noise.shape == data.shape:
+    if (spec.bad_pixels or settings.mask.bad_pixels) == "mask":
         mask, bad_pixels = _mask_bad_pixels(mask, data, noise)
     if mask.pixels_in_mask == 0:
         raise DatasetError(

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline import Array2D, FitImaging, Imaging, Mask2D
-from tests.helpers import test_function
+from tests.helpers import probe_function
 
 
 def _load(case, **kwargs) -> Imaging:
@@ -91,13 +91,13 @@ def test_binning_matches_reference(prepared):
     case, _, ds = prepared
     exp = case.expected
     sub = ds.grids.lp.over_sampled
-    values = test_function(sub[:, 0], sub[:, 1])
+    values = probe_function(sub[:, 0], sub[:, 1])
     np.testing.assert_allclose(values, exp["lp_test_values_over_sampled"], rtol=1e-14, atol=1e-15)
     binned = ds.grids.lp.over_sampler.binned_array_2d_from(exp["lp_test_values_over_sampled"])
     np.testing.assert_allclose(binned.slim, exp["lp_test_values_binned"], rtol=1e-14, atol=1e-15)
     pix = ds.grids.pixelization.over_sampled
     binned_pix = ds.grids.pixelization.over_sampler.binned_array_2d_from(
-        test_function(pix[:, 0], pix[:, 1])
+        probe_function(pix[:, 0], pix[:, 1])
     )
     np.testing.assert_allclose(
         binned_pix.slim, exp["pixelization_test_values_binned"], rtol=1e-13, atol=1e-15
