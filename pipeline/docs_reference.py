@@ -45,6 +45,7 @@ _NOTES: dict[str, str] = {
     "FoldersInput.noise_map_hdu": "HDU of the noise map: index or EXTNAME.",
     "FoldersInput.psf_hdu": "HDU of the PSF: index or EXTNAME.",
     "FoldersInput.mask_hdu": "HDU of the mask: index or EXTNAME.",
+    "FoldersInput.flags_hdu": "HDU of the flag map: index or EXTNAME.",
     "ManifestInput.kind": "Selects this layout.",
     "MefInput.kind": "Selects this layout.",
     "MefInput.root": "Folder of the multi-extension FITS files.",
@@ -55,7 +56,9 @@ _NOTES: dict[str, str] = {
     "MefBand.data": "EXTNAME of the image.",
     "MefBand.noise_map": "EXTNAME of the noise map (RMS).",
     "MefBand.psf": "EXTNAME of the PSF.",
-    "MefBand.mask": "EXTNAME of a mask (non-zero = masked), for `mask: {kind: file}`.",
+    "MefBand.mask": (
+        "EXTNAME of a mask (non-zero = masked), for a `file` mask or `mask.combine` member."
+    ),
     "CircularMask.kind": "Unmasked where the distance to `centre` is less than `radius`.",
     "CircularMask.centre": "`[y, x]` arcsec, y up. The manifest's mask_centre_y/x override it.",
     "AnnularMask.kind": "Unmasked between `inner_radius` and `outer_radius` from `centre`.",
@@ -64,6 +67,10 @@ _NOTES: dict[str, str] = {
     "EllipticalMask.axis_ratio": "Minor over major axis.",
     "EllipticalMask.centre": "`[y, x]` arcsec, y up. The manifest's mask_centre_y/x override it.",
     "FileMask.kind": "Each dataset's own mask file.",
+    "FlagsMask.kind": "Each dataset's flag map under a bit mask.",
+    "CombinedMask.kind": (
+        "The union of the members' masked pixels; may be left out when `combine` is given."
+    ),
     "UniformOverSampling.kind": "The same size at every pixel.",
     "UniformOverSampling.lp": "Sub-pixels per axis of the light-profile grid.",
     "UniformOverSampling.pixelization": "Sub-pixels per axis of the pixelization grid.",

@@ -16,7 +16,7 @@ from pipeline.docs_reference import configuration_reference
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = ["quickstart.md", "conventions.md", "configuration.md", "clusters.md"]
-PAGES += ["porting-from-pyautolens.md"]
+PAGES += ["porting-from-pyautolens.md", "masks.md", "report.md"]
 
 
 def _text(page: str) -> str:
@@ -56,7 +56,17 @@ def test_configuration_reference_covers_every_section():
     for key in Config.model_fields:
         if key != "base_dir":
             assert f"| `{key}` |" in reference
-    for kind in ("folders", "manifest", "mef", "circular", "annular", "elliptical", "file"):
+    for kind in (
+        "folders",
+        "manifest",
+        "mef",
+        "circular",
+        "annular",
+        "elliptical",
+        "file",
+        "flags",
+        "combine",
+    ):
         assert f"`kind: {kind}`" in reference
     for kind in ("uniform", "radial", "adaptive", "local", "address", "slurm", "pbs"):
         assert f"`kind: {kind}`" in reference

@@ -1,7 +1,8 @@
 """The ``lenspipe`` command line.
 
 Commands live in :mod:`.survey` (``simulate``, ``validate``, ``run``, ``demo``) and :mod:`.store`
-(``status``, ``inspect``, ``plot``, ``rm``); :func:`main` runs one and turns its outcome into the
+(``status``, ``inspect``, ``plot``, ``rm``) and :mod:`.files`
+(``hdus``) and :mod:`.report` (``report``); :func:`main` runs one and turns its outcome into the
 exit code (:mod:`.common`): 0 success (for ``run``: every dataset complete); 3 the run finished
 but some datasets failed (partial); 2 usage, configuration or input error, or a store locked by a
 running run; 1 anything else (also: no worker alive for ``cluster.start_timeout``, a confirmation
@@ -21,6 +22,8 @@ from pipeline.cli.common import (
     EXIT_USAGE,
     CommandExit,
 )
+from pipeline.cli.files import hdus
+from pipeline.cli.report import report
 from pipeline.cli.store import inspect, plot, rm, status
 from pipeline.cli.survey import demo, run, simulate, validate
 from pipeline.exc import PipelineError
@@ -34,7 +37,7 @@ def cli() -> None:
     """lenspipe: prepare strong-lensing imaging surveys for pixelized lens modelling."""
 
 
-for _command in (simulate, validate, run, demo, status, inspect, plot, rm):
+for _command in (simulate, validate, run, demo, status, inspect, plot, rm, hdus, report):
     cli.add_command(_command)
 
 

@@ -14,9 +14,20 @@ import click
 from pipeline.cli.common import EXIT_ERROR, CommandExit
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from pipeline.io.store import DatasetRecord
 
-__all__ = ["inspect", "plot", "rm", "status"]
+__all__ = [
+    "bad_pixel_total",
+    "failure_reason",
+    "inspect",
+    "plot",
+    "plot_figure",
+    "rm",
+    "status",
+    "status_of",
+]
 
 MESSAGE_WIDTH = 200  # characters of an error message `lenspipe status` shows (--long: all)
 
@@ -29,7 +40,9 @@ _ALLOW_INCOMPLETE = click.option(
 
 
 # ---------------------------------------------------------------------------------------- status
-def _status_of(record: DatasetRecord | Exception) -> str:
+def status_of(record: DatasetRecord | Exception) -> str:
+    """A dataset's status as commands show it: ``damaged`` for one that cannot be read,
+    ``preparing`` for one without a status yet."""
     if isinstance(record, Exception):
         return "damaged"
     return record.status.value if record.status is not None else "preparing"
@@ -44,7 +57,9 @@ def _one_line(text: str, width: int | None) -> str:
     return text
 
 
-def _bad_pixel_total(counts: int | Mapping[str, int] | None) -> int | None:
+def bad_pixel_total(counts: int | Mapping[str, int] | None) -> int | None:
+    """The number of bad pixels of a recorded count or counts by kind (``None``: none
+    recorded)."""
     if counts is None or isinstance(counts, int):
         return counts
     return sum(counts.values())
@@ -53,7 +68,7 @@ def _bad_pixel_total(counts: int | Mapping[str, int] | None) -> int | None:
 def _bad_pixels_text(counts: int | Mapping[str, int] | None) -> str:
     """``"12 bad pixels"``, ``"12 bad pixels (nan_data 10, zero_noise 2)"``; ``""`` if none are
     recorded."""
-    total = _bad_pixel_total(counts)
+    total = bad_pixel_total(counts)
     if total is None:
         return ""
     text = f"{total} bad pixel{'s' if total != 1 else ''}"
@@ -62,7 +77,7 @@ def _bad_pixels_text(counts: int | Mapping[str, int] | None) -> str:
     return text
 
 
-def _reason(record: DatasetRecord | Exception) -> str | None:
+def failure_reason(record: DatasetRecord | Exception) -> str | None:
     """Why a dataset failed or cannot be read: ``"ErrorType: message"`` (the type where it was
     recorded), or ``None``."""
     if isinstance(record, Exception):
@@ -74,8 +89,8 @@ def _reason(record: DatasetRecord | Exception) -> str | None:
 
 
 def _status_line(name: str, record: DatasetRecord | Exception, width: int | None) -> str:
-    parts = [_status_of(record)]
-    reason = _reason(record)
+    parts = [status_of(record)]
+    reason = failure_reason(record)
     if reason:
         parts.append(_one_line(reason, width))
     bad = "" if isinstance(record, Exception) else _bad_pixels_text(record.bad_pixels)
@@ -93,7 +108,7 @@ def _status_json(record: DatasetRecord | Exception) -> dict[str, Any]:
         }
     bad = record.bad_pixels
     return {
-        "status": _status_of(record),
+        "status": status_of(record),
         "error_type": record.error_type,
         "error": record.error,
         "bad_pixels": dict(bad) if isinstance(bad, Mapping) else bad,
@@ -128,20 +143,20 @@ def status(store: str, as_json: bool, long: bool) -> None:
         if long:
             found: dict[str, Any] = {n: _status_json(r) for n, r in records.items()}
         else:
-            found = {n: _status_of(r) for n, r in records.items()}
+            found = {n: status_of(r) for n, r in records.items()}
         click.echo(json.dumps(found, indent=1, sort_keys=True))
         return
-    counts = Counter(_status_of(r) for r in records.values())
+    counts = Counter(status_of(r) for r in records.values())
     click.echo(
         f"{store}: {len(records)} datasets: "
         + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
     )
     unlisted = []  # bad-pixel totals of the complete datasets not listed
     for name, record in records.items():
-        if long or _status_of(record) != "complete":
+        if long or status_of(record) != "complete":
             click.echo(_status_line(name, record, None if long else MESSAGE_WIDTH))
-        elif not isinstance(record, Exception) and _bad_pixel_total(record.bad_pixels):
-            unlisted.append(_bad_pixel_total(record.bad_pixels) or 0)
+        elif not isinstance(record, Exception) and bad_pixel_total(record.bad_pixels):
+            unlisted.append(bad_pixel_total(record.bad_pixels) or 0)
     if unlisted:
         click.echo(
             f"bad pixels: {sum(unlisted)} in {len(unlisted)} complete dataset(s) (--long lists "
@@ -160,7 +175,7 @@ def _arrays_summary(store: str, name: str, record: DatasetRecord, allow_incomple
     from pipeline.exc import StoreError
     from pipeline.io.store import batches_done, open_imaging, open_store
 
-    state = _status_of(record)
+    state = status_of(record)
     if state != "complete" and not allow_incomplete:
         return f"not read (status {state!r}; --allow-incomplete reads what is stored)"
     try:
@@ -224,6 +239,33 @@ def inspect(store: str, name: str | None, allow_incomplete: bool) -> None:
 
 
 # ---------------------------------------------------------------------------------------- plot
+def plot_figure(
+    store: str,
+    name: str | None,
+    *,
+    kind: str | None = None,
+    pixel: tuple[int, int] | None = None,
+    stretch: str = "asinh",
+    allow_incomplete: bool = False,
+) -> Figure:
+    """The figure `lenspipe plot` draws: of dataset ``name`` (``kind`` dataset or operator, data
+    and noise in the unit of its recorded BUNIT), or of the whole survey."""
+    from pipeline import plots
+
+    kind = kind or ("dataset" if name else "survey")
+    if kind == "survey":
+        return plots.survey_overview(store)
+    if name is None:
+        raise click.UsageError(f"--kind {kind} needs the dataset NAME (lenspipe status {store})")
+    from pipeline.io.store import dataset_record, open_imaging
+
+    imaging = open_imaging(store, name, allow_incomplete=allow_incomplete)
+    bunit = dataset_record(store, name).bunit
+    if kind == "dataset":
+        return plots.dataset_panel(imaging, bunit=bunit, stretch=stretch)
+    return plots.operator_panel(imaging, pixel=pixel or None, bunit=bunit)
+
+
 @click.command()
 @click.argument("store")
 @click.argument("name", required=False)
@@ -250,6 +292,14 @@ def inspect(store: str, name: str | None, allow_incomplete: bool) -> None:
     metavar="ROW COL",
     help="operator: the pixel whose row of W is shown (default: the central unmasked pixel).",
 )
+@click.option(
+    "--stretch",
+    type=click.Choice(["asinh", "percentile", "linear"]),
+    default="asinh",
+    show_default=True,
+    help="dataset: colour scale of the images. asinh: faint arcs and a bright lens together; "
+    "percentile: linear between the 0.5 and 99.5 percentiles; linear: minimum to maximum.",
+)
 @click.option("--dpi", type=click.IntRange(30, 600), default=120, show_default=True)
 @_ALLOW_INCOMPLETE
 def plot(
@@ -258,27 +308,22 @@ def plot(
     output: Path,
     kind: str | None,
     pixel: tuple[int, int] | None,
+    stretch: str,
     dpi: int,
     allow_incomplete: bool,
 ) -> None:
-    """Draw dataset NAME of STORE (or the whole survey) into an image file."""
-    from pipeline import plots
+    """Draw dataset NAME of STORE (or the whole survey) into an image file.
 
-    kind = kind or ("dataset" if name else "survey")
-    if kind == "survey":
-        figure = plots.survey_overview(store)
-    else:
-        if name is None:
-            raise click.UsageError(
-                f"--kind {kind} needs the dataset NAME (lenspipe status {store})"
-            )
-        from pipeline.io.store import open_imaging
-
-        imaging = open_imaging(store, name, allow_incomplete=allow_incomplete)
-        if kind == "dataset":
-            figure = plots.dataset_panel(imaging)
-        else:
-            figure = plots.operator_panel(imaging, pixel=pixel or None)
+    Data and noise are labelled with the unit of the data HDU's BUNIT card, where the store
+    recorded one ("data units" otherwise)."""
+    figure = plot_figure(
+        store,
+        name,
+        kind=kind,
+        pixel=pixel,
+        stretch=stretch,
+        allow_incomplete=allow_incomplete,
+    )
     output.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(output, dpi=dpi)
     click.echo(f"wrote {output}")

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from pipeline.cli.common import EXIT_CODES_HELP, CommandExit
+from pipeline.cli.common import EXIT_CODES_HELP, EXIT_USAGE, CommandExit
 from pipeline.exc import RunInterrupted
 
 if TYPE_CHECKING:
     from pipeline.flow.config import Config
+    from pipeline.flow.discover import DatasetSpec
 
 __all__ = ["demo", "run", "simulate", "validate"]
 
@@ -22,18 +24,47 @@ _CONFIG = click.Path(dir_okay=False, path_type=Path)
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--n", "n", type=click.IntRange(1, 1_000_000), default=10, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def simulate(out: Path, n: int, seed: int) -> None:
-    """Write a mock survey: OUT/<name>/{data,noise_map,psf}.fits, OUT/manifest.csv, OUT/survey.yaml."""
+@click.option(
+    "--kind",
+    type=click.Choice(["manifest", "euclid-mef"]),
+    default="manifest",
+    show_default=True,
+    help="manifest: one folder of FITS files per lens, a manifest and a config. euclid-mef: "
+    "one 8-band multi-extension cutout per lens (EUC_MER_*.fits, NaN edges, flag maps), for "
+    "configs/euclid_mef.yaml.",
+)
+def simulate(out: Path, n: int, seed: int, kind: str) -> None:
+    """Write a mock survey: OUT/<name>/{data,noise_map,psf}.fits, OUT/manifest.csv, OUT/survey.yaml
+    (or, with --kind euclid-mef, OUT/EUC_MER_<id>.fits)."""
+    if kind == "euclid-mef":
+        from pipeline.mock import simulate_euclid_cutouts
+
+        paths = simulate_euclid_cutouts(out, n, seed=seed)
+        click.echo(
+            f"Simulated {len(paths)} 8-band cutouts into {out}/; configs/euclid_mef.yaml reads "
+            "them from euclid/cutouts beside configs/"
+        )
+        return
     from pipeline.mock import simulate_survey
 
     config = simulate_survey(out, n, seed=seed)
     click.echo(f"Simulated {n} lenses into {out}/; run them with: lenspipe run {config}")
 
 
-@click.command()
+@click.command(epilog=EXIT_CODES_HELP)
 @click.argument("config_path", metavar="CONFIG", type=_CONFIG)
 def validate(config_path: Path) -> None:
-    """Check a config file and list what it would process, without running anything."""
+    """Check CONFIG and every dataset's input files, without running anything.
+
+    Lists the datasets found and every problem at once: the config's keys; per dataset, missing
+    files, missing HDUs (listing those present), HDUs that are not 2-D images, inputs whose
+    shape differs from the data's, flag maps that are not integers, PSFs of even shape or larger
+    than the image, a data header without a pixel scale under `pixel_scales: header`, an
+    explicit pixel scale more than 1% from the header's (a warning; an error with
+    `pixel_scales_check: strict`), a mask that leaves no pixel. With psf.trim_to or
+    psf.trim_fraction set, prints the operator-size saving of PSF trimming. Reads headers only
+    (and the PSFs' pixels for psf.trim_fraction); starts no cluster. Exit 2 when there is any
+    error, 0 with warnings alone."""
     from pipeline.flow.config import load_config
     from pipeline.flow.discover import discover
     from pipeline.flow.plan import check_store_location
@@ -47,6 +78,39 @@ def validate(config_path: Path) -> None:
     _echo_skipped(found.skipped)
     for name, message in found.problems:
         click.echo(f"  problem: {name}: {message}")
+    _check_inputs(config, found.specs, len(found.problems))
+
+
+def _check_inputs(config: Config, specs: list[DatasetSpec], n_problems: int) -> None:
+    """Print every problem of the datasets' input files (:mod:`pipeline.flow.preflight`) and
+    the PSF-trimming saving; exit 2 when they or the ``n_problems`` of discovery hold an
+    error."""
+    from pipeline.flow.preflight import preflight
+
+    start = time.perf_counter()
+    checked = preflight(config, specs)
+    errors, warnings = len(checked.errors), len(checked.warnings)
+    click.echo(
+        f"inputs: {checked.n_files} files of {len(specs)} datasets read in "
+        f"{time.perf_counter() - start:.1f} s: {_count(errors, 'error')}, "
+        f"{_count(warnings, 'warning')}"
+    )
+    for problem in checked.problems:
+        click.echo(f"  {problem.severity}: {problem}")
+    if checked.trimming is not None:
+        click.echo(checked.trimming.line())
+    if errors or n_problems:
+        datasets = len({p.dataset for p in checked.errors}) + n_problems
+        click.echo(
+            f"error: {_count(errors + n_problems, 'error')} in {_count(datasets, 'dataset')} "
+            "(listed above): a run would fail them; fix them first",
+            err=True,
+        )
+        raise CommandExit(EXIT_USAGE)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -74,7 +138,10 @@ def validate(config_path: Path) -> None:
     "finished batches are kept). Refused with --overwrite, which recomputes everything.",
 )
 @click.option(
-    "--dry-run", is_flag=True, help="Print the plan (and a SLURM/PBS job script); run nothing."
+    "--dry-run",
+    is_flag=True,
+    help="Print the plan (and a SLURM/PBS job script) and check every input file as validate "
+    "does (exit 2 on any error); run nothing.",
 )
 @click.option(
     "--no-progress",
@@ -185,6 +252,7 @@ def _dry_run(config: Config, overwrite: bool | tuple[str, ...]) -> None:
     if isinstance(cluster, JobqueueCluster):
         click.echo(f"\n{cluster.kind.upper()} job script ({cluster.jobs} job(s)):\n")
         click.echo(job_script(cluster))
+    _check_inputs(config, found.specs, len(problems))
 
 
 @click.command()

@@ -8,8 +8,9 @@ reading it (the one file it reads, after the same check, is a folder's small
 ``pixel_scales_file`` when the config names one).
 Problems (unsafe or duplicate names, missing columns, inputs that are not regular files) are
 collected per dataset, never raised for the whole survey. A mask file is part of a dataset only
-when the config uses mask files (``mask.kind: file``): an unused mask column is neither checked
-nor hashed.
+when the config uses mask files (``mask.kind: file``, or a ``file`` member of ``mask.combine``),
+and a flag map only when it uses flag maps (``flags``, likewise): an unused mask or flags column
+is neither checked nor hashed.
 
 What is not a dataset is *skipped*, once, with its reason (``Discovery.skipped``; one INFO log
 line each): names starting with ``.``, and under a folders root the run's own store, any Zarr
@@ -33,7 +34,6 @@ from pipeline.flow.config import (
     MAX_ARCSEC,
     MAX_PIXEL_SCALE,
     Config,
-    FileMask,
     FoldersInput,
     ManifestInput,
     MefInput,
@@ -69,14 +69,19 @@ class DatasetSpec:
     mask_centre: tuple[float, float] | None = None
     pixel_scales_file: FileRef | None = None
     bad_pixels: str | None = None  # "fail" or "mask": overrides mask.bad_pixels
+    flags: FileRef | None = None  # a flag map (integer image), for flags masks
+    band: str | None = None  # MEF input: the band's key under inputs.bands
+    lens: str | None = None  # MEF input: the file's stem (the name is <lens>_<band>)
 
     def files(self) -> list[tuple[str, FileRef]]:
-        """``(role, file)`` of every input this dataset uses: data, noise_map, psf, mask when
-        it has one, and pixel_scales_file when its pixel scales came from one (recorded and
-        hashed like the others, so an edit of it prepares the dataset again)."""
+        """``(role, file)`` of every input this dataset uses: data, noise_map, psf, mask and
+        flags when it has them, and pixel_scales_file when its pixel scales came from one
+        (recorded and hashed like the others, so an edit of it prepares the dataset again)."""
         refs = [("data", self.data), ("noise_map", self.noise_map), ("psf", self.psf)]
         if self.mask is not None:
             refs.append(("mask", self.mask))
+        if self.flags is not None:
+            refs.append(("flags", self.flags))
         if self.pixel_scales_file is not None:
             refs.append(("pixel_scales_file", self.pixel_scales_file))
         return refs
@@ -109,7 +114,7 @@ def discover(config: Config) -> Discovery:
         candidates = _from_manifest(config, inputs)
     else:
         candidates = _from_mef(config, inputs)
-    uses_mask_files = isinstance(config.mask, FileMask)
+    uses_mask_files, uses_flags = config.mask.uses("file"), config.mask.uses("flags")
     found = Discovery()
     seen: dict[str, DatasetSpec] = {}
     claimed: set[str] = set()  # names of problems: a later spec must not reuse them
@@ -125,6 +130,8 @@ def discover(config: Config) -> Discovery:
         spec = spec_or_problem
         if not uses_mask_files and spec.mask is not None:
             spec = replace(spec, mask=None)  # unused: never opened, checked or hashed
+        if not uses_flags and spec.flags is not None:
+            spec = replace(spec, flags=None)
         odd = _first_irregular(spec)
         if odd is not None:
             found.problems.append((spec.name, odd))
@@ -181,6 +188,8 @@ def _folder_spec(
     names = {"data": inputs.data, "noise_map": inputs.noise_map, "psf": inputs.psf}
     if inputs.mask:
         names["mask"] = inputs.mask
+    if inputs.flags:
+        names["flags"] = inputs.flags
     paths: dict[str, str | None] = {}
     for role, file in names.items():
         paths[role], problem = scan.find(folder, listing, file, role, name)
@@ -215,6 +224,7 @@ def _folder_spec(
         noise_map=ref("noise_map", inputs.noise_map_hdu),
         psf=ref("psf", inputs.psf_hdu),
         mask=ref("mask", inputs.mask_hdu) if inputs.mask else None,
+        flags=ref("flags", inputs.flags_hdu) if inputs.flags else None,
         pixel_scales=scales,
         pixel_scales_file=scales_file,
     )
@@ -324,12 +334,14 @@ def _from_manifest(
                 )
                 continue
             mask_file = (row.get("mask") or "").strip()
+            flags_file = (row.get("flags") or "").strip()
             yield DatasetSpec(
                 name=name,
                 data=_manifest_ref(row, "data", base),
                 noise_map=_manifest_ref(row, "noise_map", base),
                 psf=_manifest_ref(row, "psf", base),
                 mask=_manifest_ref(row, "mask", base) if mask_file else None,
+                flags=_manifest_ref(row, "flags", base) if flags_file else None,
                 pixel_scales=scale,
                 mask_radius=radius,
                 mask_centre=(cy, cx) if cy is not None and cx is not None else None,
@@ -353,11 +365,14 @@ def _from_mef(config: Config, inputs: MefInput) -> Iterator[DatasetSpec | _Skip]
             yield _Skip(os.fspath(file), HIDDEN)
             continue
         for band, hdus in inputs.bands.items():
-            path = os.fspath(file)
+            path, lens = os.fspath(file), _mef_stem(file)
             yield DatasetSpec(
-                name=f"{_mef_stem(file)}_{band}",
+                name=f"{lens}_{band}",
                 data=FileRef(path, hdus.data),
                 noise_map=FileRef(path, hdus.noise_map),
                 psf=FileRef(path, hdus.psf),
                 mask=FileRef(path, hdus.mask) if hdus.mask else None,
+                flags=FileRef(path, hdus.flags) if hdus.flags else None,
+                band=band,
+                lens=lens,
             )

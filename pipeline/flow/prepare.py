@@ -1,6 +1,6 @@
 """Config + dataset spec -> :class:`~pipeline.imaging.Imaging`: load a dataset's FITS files,
-check them, mask them (every mask kind, with the manifest's per-dataset overrides) and over-sample
-them (every over-sampling kind).
+check them, mask them (every mask kind and their unions, with the manifest's per-dataset
+overrides: :mod:`pipeline.flow.masks`) and over-sample them (every over-sampling kind).
 
 Pure: it reads the dataset's files and nothing else (no Dask, no store); the prepare task
 (:func:`pipeline.flow.tasks.prepare_task`) writes what it returns. Every error is a
@@ -18,17 +18,14 @@ import numpy as np
 from pipeline.exc import DatasetError, InvalidValueError, KernelError
 from pipeline.flow.config import (
     AdaptiveOverSampling,
-    AnnularMask,
-    CircularMask,
     Config,
-    EllipticalMask,
-    FileMask,
     MaskConfig,
     OverSamplingConfig,
     PsfConfig,
     RadialOverSampling,
 )
 from pipeline.flow.discover import DatasetSpec
+from pipeline.flow.masks import dataset_mask, describe_mask
 from pipeline.imaging import (
     Array2D,
     Convolver,
@@ -37,7 +34,11 @@ from pipeline.imaging import (
     over_sample_size_via_adapt_from,
     over_sample_size_via_radial_bins_from,
 )
-from pipeline.imaging.geometry import as_pixel_scales
+from pipeline.imaging.geometry import (
+    PIXEL_SCALE_TOLERANCE,
+    as_pixel_scales,
+    pixel_scale_mismatch,
+)
 from pipeline.imaging.trimming import trim_shape_for_fraction, trimmed_kernel
 
 __all__ = ["PrepareSettings", "PreparedDataset", "prepare_dataset", "prepare_imaging"]
@@ -53,6 +54,7 @@ class PrepareSettings:
     over_sampling: OverSamplingConfig
     recorded: dict[str, Any] = field(default_factory=dict)
     psf: PsfConfig = field(default_factory=PsfConfig)
+    pixel_scales_check: Literal["warn", "strict"] = "warn"
 
     @classmethod
     def from_config(cls, config: Config) -> PrepareSettings:
@@ -62,6 +64,7 @@ class PrepareSettings:
             config.over_sampling,
             config.dataset_settings(),
             config.psf,
+            config.pixel_scales_check,
         )
 
 
@@ -75,81 +78,66 @@ def _trimmed(kernel: np.ndarray, config: PsfConfig) -> np.ndarray:
     return kernel
 
 
-def _mask_for(
-    spec: DatasetSpec,
-    settings: PrepareSettings,
-    shape: tuple[int, int],
-    scales: tuple[float, float],
-) -> Mask2D:
-    config = settings.mask
-    if isinstance(config, FileMask):
-        if spec.mask is None:
-            raise DatasetError(
-                f"mask.kind is 'file' but the dataset of data '{spec.data.path}' has no mask file "
-                "(folders: mask:, manifest: mask column, MEF: band mask EXTNAME)"
-            )
-        mask = Mask2D.from_fits(spec.mask.path, scales, hdu=spec.mask.hdu)
-        if mask.shape_native != shape:
-            raise DatasetError(
-                f"mask file '{spec.mask.path}' HDU {spec.mask.hdu!r} has shape {mask.shape_native} "
-                f"but the data are {shape}"
-            )
-        return mask
-    centre = spec.mask_centre or config.centre
-    if isinstance(config, CircularMask):
-        return Mask2D.circular(
-            shape_native=shape,
-            pixel_scales=scales,
-            radius=spec.mask_radius or config.radius,
-            centre=centre,
-        )
-    if isinstance(config, AnnularMask):
-        outer = spec.mask_radius or config.outer_radius
-        return Mask2D.circular_annular(
-            shape_native=shape,
-            pixel_scales=scales,
-            inner_radius=config.inner_radius,
-            outer_radius=outer,
-            centre=centre,
-        )
-    if isinstance(config, EllipticalMask):
-        return Mask2D.elliptical(
-            shape_native=shape,
-            pixel_scales=scales,
-            major_axis_radius=spec.mask_radius or config.major_axis_radius,
-            axis_ratio=config.axis_ratio,
-            angle=config.angle,
-            centre=centre,
-        )
-    raise DatasetError(f"unsupported mask settings {config!r}")
-
-
-def _describe_mask(spec: DatasetSpec, settings: PrepareSettings) -> str:
-    """The mask as the user specified it: its file, or its kind and parameters (with the
-    dataset's manifest overrides)."""
-    config = settings.mask
-    if isinstance(config, FileMask):
-        file = spec.mask
-        return f"file '{file.path}' HDU {file.hdu!r}" if file is not None else "file"
-    params = config.model_dump(exclude={"kind"})
-    if spec.mask_centre:
-        params["centre"] = tuple(spec.mask_centre)
-    if spec.mask_radius:
-        key = {"circular": "radius", "annular": "outer_radius"}.get(
-            config.kind, "major_axis_radius"
-        )
-        params[key] = spec.mask_radius
-    return f"{config.kind} ({', '.join(f'{k}={v}' for k, v in params.items())}; arcsec)"
-
-
 @dataclass(frozen=True)
 class PreparedDataset:
     """A prepared dataset and what preparing it found: ``bad_pixels``, the pixels masked by
     ``bad_pixels: mask`` counted by kind (``nonfinite_data``, ``unusable_noise``; a pixel with
-    both counts once, as data), ``None`` under ``bad_pixels: fail``."""
+    both counts once, as data), ``None`` under ``bad_pixels: fail``; ``bunit``, the data HDU's
+    ``BUNIT`` card (``None`` without one); ``mask_members``, the pixels each member of a combined
+    or flag-map mask masks (:meth:`~pipeline.flow.masks.DatasetMask.counts`)."""
 
     imaging: Imaging
     bad_pixels: dict[str, int] | None = None
+    bunit: str | None = None
+    mask_members: list[dict[str, int | str]] | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        """What the store records of it beside the arrays' own metadata: ``bad_pixels``,
+        ``bunit`` and ``mask_members``, each only when there is one (older stores hold none)."""
+        found: dict[str, Any] = {}
+        if self.bad_pixels is not None:
+            found["bad_pixels"] = dict(self.bad_pixels)
+        if self.bunit is not None:
+            found["bunit"] = self.bunit
+        if self.mask_members is not None:
+            found["mask_members"] = [dict(m) for m in self.mask_members]
+        return found
+
+
+def _bunit(header: Any) -> str | None:
+    """The ``BUNIT`` card (stripped), ``None`` when absent, blank or not text."""
+    value = header.get("BUNIT")
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
+def _checked_scales(
+    spec: DatasetSpec, settings: PrepareSettings, header: Any
+) -> tuple[float, float]:
+    """The dataset's ``(sy, sx)`` arcsec: the manifest's or folder's, else the config's, else
+    (``header``) the data header's. Under ``pixel_scales_check: strict`` an explicit scale more
+    than :data:`~pipeline.imaging.geometry.PIXEL_SCALE_TOLERANCE` from the header's (where it
+    gives one) fails the dataset (``warn``: only ``validate`` reports it)."""
+    from pipeline.exc import FitsReadError
+    from pipeline.io.fits import pixel_scales_from_header
+
+    explicit = spec.pixel_scales or settings.pixel_scales
+    if explicit == "header":
+        return as_pixel_scales(pixel_scales_from_header(header, spec.data.hdu, dataset=spec.name))
+    scales = as_pixel_scales(tuple(explicit) if isinstance(explicit, list) else explicit)
+    if settings.pixel_scales_check == "strict":
+        try:
+            in_header = pixel_scales_from_header(header, spec.data.hdu, dataset=spec.name)
+        except FitsReadError:
+            return scales  # a header without a scale is not compared
+        worst = pixel_scale_mismatch(scales, in_header)
+        if worst > PIXEL_SCALE_TOLERANCE:
+            raise DatasetError(
+                f"pixel scales {scales[0]:g}x{scales[1]:g} arcsec differ by {worst:.1%} from "
+                f"the {in_header[0]:g}x{in_header[1]:g} arcsec of data '{spec.data.path}' HDU "
+                f"{spec.data.hdu!r}'s header (pixel_scales_check: strict): fix whichever is "
+                "wrong, or use pixel_scales: header"
+            )
+    return scales
 
 
 def prepare_imaging(spec: DatasetSpec, settings: PrepareSettings) -> Imaging:
@@ -186,11 +174,12 @@ def prepare_dataset(spec: DatasetSpec, settings: PrepareSettings) -> PreparedDat
     (:func:`~pipeline.operators.precision.inverse_variance_from`); every error names the dataset
     and, where it comes from a file, the file and HDU.
     """
-    from pipeline.io.fits import pixel_scales_from_header, read_fits_array
+    from pipeline.io.fits import read_fits_array, read_fits_header
     from pipeline.operators.precision import inverse_variance_from
 
     name = spec.name
     data = read_fits_array(spec.data.path, spec.data.hdu, dataset=name)
+    header = read_fits_header(spec.data.path, spec.data.hdu, dataset=name)
     noise = read_fits_array(spec.noise_map.path, spec.noise_map.hdu, dataset=name)
     kernel = read_fits_array(spec.psf.path, spec.psf.hdu, dataset=name)
     if data.shape != noise.shape:
@@ -198,19 +187,15 @@ def prepare_dataset(spec: DatasetSpec, settings: PrepareSettings) -> PreparedDat
             f"data '{spec.data.path}' HDU {spec.data.hdu!r} is {data.shape} but noise map "
             f"'{spec.noise_map.path}' HDU {spec.noise_map.hdu!r} is {noise.shape}"
         )
-    pixel_scales = spec.pixel_scales or settings.pixel_scales
-    if pixel_scales == "header":
-        pixel_scales = pixel_scales_from_header(spec.data.path, spec.data.hdu, dataset=name)
-    scales = as_pixel_scales(
-        tuple(pixel_scales) if isinstance(pixel_scales, list) else pixel_scales
-    )
-    mask = _mask_for(spec, settings, data.shape, scales)
+    scales = _checked_scales(spec, settings, header)
+    built = dataset_mask(spec, settings.mask, data.shape, scales)
+    mask = built.mask
     bad_pixels: dict[str, int] | None = None
     if (spec.bad_pixels or settings.mask.bad_pixels) == "mask":
         mask, bad_pixels = _mask_bad_pixels(mask, data, noise)
     if mask.pixels_in_mask == 0:
         raise DatasetError(
-            f"the mask {_describe_mask(spec, settings)} leaves no unmasked pixel of data "
+            f"the mask {describe_mask(spec, settings.mask)} leaves no unmasked pixel of data "
             f"'{spec.data.path}' HDU {spec.data.hdu!r} ({data.shape[0]}x{data.shape[1]} pixels "
             f"of {scales[0]:g}x{scales[1]:g} arcsec)"
         )
@@ -256,4 +241,4 @@ def prepare_dataset(spec: DatasetSpec, settings: PrepareSettings) -> PreparedDat
     imaging = masked.apply_over_sampling(
         over_sample_size_lp=lp, over_sample_size_pixelization=over.pixelization
     )
-    return PreparedDataset(imaging, bad_pixels)
+    return PreparedDataset(imaging, bad_pixels, _bunit(header), built.counts())

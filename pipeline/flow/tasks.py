@@ -1,7 +1,7 @@
 """The tasks of a survey run. Each runs in a Dask worker (or in-process), receives a recipe (paths,
 names, indexes, settings), never large arrays, returns a small result record, and is idempotent.
 
-* :func:`prepare_task` — prepare one dataset (:func:`~pipeline.flow.prepare.prepare_imaging`),
+* :func:`prepare_task` — prepare one dataset (:func:`~pipeline.flow.prepare.prepare_dataset`),
   write its group (arrays, empty operator arrays, operator batch 0, then its attributes) and
   return a :class:`PrepareResult` to the driver.
 * :func:`operator_batch_task` — compute rows ``[start, stop)`` of W for one batch, reading the
@@ -22,7 +22,7 @@ import numpy as np
 
 from pipeline.exc import DatasetError, OperatorError, PipelineError
 from pipeline.flow.discover import DatasetSpec
-from pipeline.flow.prepare import PrepareSettings, prepare_imaging
+from pipeline.flow.prepare import PrepareSettings, prepare_dataset
 from pipeline.flow.worker import configure_worker
 from pipeline.imaging import Convolver, Imaging
 from pipeline.io.store import (
@@ -117,8 +117,14 @@ def _sources(spec: DatasetSpec) -> list[Source]:
     return out
 
 
+def _input_labels(spec: DatasetSpec) -> dict[str, str]:
+    """``band`` and ``lens`` of a multi-extension FITS dataset (recorded with it; absent for
+    other inputs, as in older stores)."""
+    return {k: v for k, v in (("band", spec.band), ("lens", spec.lens)) if v is not None}
+
+
 def _psf(imaging: Imaging) -> Convolver:
-    if imaging.psf is None:  # never: prepare_imaging always gives the dataset its PSF
+    if imaging.psf is None:  # never: prepare_dataset always gives the dataset its PSF
         raise DatasetError(f"dataset {imaging.name!r} has no PSF")
     return imaging.psf
 
@@ -157,8 +163,9 @@ def prepare_task(
         try:
             sources: list[Source] | None = _sources(spec)
         except FileNotFoundError:
-            sources = None  # prepare_imaging's error names the missing file and its HDU
-        imaging = prepare_imaging(spec, settings)
+            sources = None  # prepare_dataset's error names the missing file and its HDU
+        prepared = prepare_dataset(spec, settings)
+        imaging = prepared.imaging
         if sources is None:
             sources = _sources(spec)
         geometry = _geometry(imaging, batch_size)
@@ -184,7 +191,7 @@ def prepare_task(
             write_seconds=0.0,
             wall_seconds=kernel_seconds,
         )
-    metadata = dataset_metadata(imaging)
+    metadata = {**dataset_metadata(imaging), **prepared.metadata(), **_input_labels(spec)}
     complete = n_batches == 0 or (first is not None and n_batches == 1)
     timings = {"prepare_seconds": load_seconds}
     if first is not None:

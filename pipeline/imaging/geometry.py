@@ -14,7 +14,17 @@ import numpy as np
 
 from pipeline.exc import MaskError
 
-__all__ = ["as_pixel_scales", "as_pair", "pixel_centre_coordinates", "scaled_coordinates_of"]
+__all__ = [
+    "PIXEL_SCALE_TOLERANCE",
+    "as_pair",
+    "as_pixel_scales",
+    "pixel_centre_coordinates",
+    "pixel_scale_mismatch",
+    "scaled_coordinates_of",
+]
+
+#: Largest relative difference between a given pixel scale and a header's that goes unreported.
+PIXEL_SCALE_TOLERANCE = 0.01
 
 
 def as_pixel_scales(pixel_scales: object) -> tuple[float, float]:
@@ -33,6 +43,11 @@ def as_pixel_scales(pixel_scales: object) -> tuple[float, float]:
     if not all(np.isfinite(p) and p > 0 for p in pair):
         raise MaskError(f"pixel_scales must be positive and finite (arcsec per pixel), got {pair}")
     return pair
+
+
+def pixel_scale_mismatch(scales: tuple[float, float], reference: tuple[float, float]) -> float:
+    """The larger relative difference ``|s - r| / r`` of two ``(sy, sx)`` pairs (arcsec)."""
+    return max(abs(s - r) / r for s, r in zip(scales, reference, strict=True))
 
 
 def as_pair(value: float | tuple[float, float], name: str) -> tuple[float, float]:

@@ -15,14 +15,17 @@ from matplotlib.figure import Figure
 
 from pipeline.imaging.geometry import pixel_centre_coordinates
 from pipeline.plots.core import (
-    BRIGHTNESS,
     arcsec_axes,
+    brightness_label,
     dataset_title,
     draw_image,
     extent_of,
+    image_norm,
     new_figure,
+    new_panels,
     no_data,
-    robust_norm,
+    panel_title,
+    parse_stretch,
 )
 
 if TYPE_CHECKING:
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["dataset_panel"]
 
 
-def dataset_panel(imaging: Imaging) -> Figure:
+def dataset_panel(imaging: Imaging, *, bunit: str | None = None, stretch: str = "asinh") -> Figure:
     """Six panels of a masked dataset: data, noise map, signal-to-noise, PSF, mask outline and
     the over-sampling sizes of the light-profile grid.
 
@@ -39,49 +42,56 @@ def dataset_panel(imaging: Imaging) -> Figure:
     ----------
     imaging
         An :class:`~pipeline.Imaging` (e.g. from :func:`pipeline.open_imaging`).
+    bunit
+        The unit of the data and noise map (the data HDU's ``BUNIT``, as the store records it:
+        ``DatasetRecord.bunit``); ``None``: labelled "data units".
+    stretch
+        Colour scale of the images (data, noise, S/N, PSF, mask backdrop): ``"asinh"`` (faint
+        arcs and the bright lens together), ``"percentile"`` (linear between the 0.5 and 99.5
+        percentiles) or ``"linear"`` (minimum to maximum); see :func:`~pipeline.plots.image_norm`.
 
     Returns
     -------
     Figure
-        Two rows of three axes (each image with its colour bar); images in arcsec, y up.
+        Two rows of three panels (each an image with its colour bar and title); images in arcsec,
+        y up.
     """
+    parse_stretch(stretch)
+    unit = brightness_label(bunit)
     mask = np.asarray(imaging.mask, dtype=bool)
     extent = extent_of(imaging.shape_native, imaging.pixel_scales, imaging.mask.origin)
     data = imaging.data.native
-    figure = new_figure(15.0, 9.0)
-    axes = figure.subplots(2, 3)
-    (ax_data, ax_noise, ax_snr), (ax_psf, ax_mask, ax_over) = axes
+    figure = new_figure(15.0, 9.5)
+    panels = new_panels(figure, 2, 3)
+    ax_data, ax_noise, ax_snr, ax_psf, ax_mask, ax_over = (p.subplots() for p in panels)
 
     draw_image(
-        figure,
         ax_data,
         data,
         mask,
         extent,
-        norm=robust_norm(imaging.data.slim),
-        label=BRIGHTNESS,
+        norm=image_norm(imaging.data.slim, stretch),
+        label=unit,
     )
     arcsec_axes(ax_data, "Data")
     draw_image(
-        figure,
         ax_noise,
         imaging.noise_map.native,
         mask,
         extent,
         cmap="magma",
-        norm=robust_norm(imaging.noise_map.slim, 0.0, 100.0),
-        label=BRIGHTNESS,
+        norm=image_norm(imaging.noise_map.slim, stretch, low=0.0, high=100.0),
+        label=unit,
     )
     arcsec_axes(ax_noise, "Noise map (RMS)")
     snr = imaging.signal_to_noise_map
     draw_image(
-        figure,
         ax_snr,
         snr.native,
         mask,
         extent,
         cmap="cividis",
-        norm=robust_norm(snr.slim, 0.0, 99.5),
+        norm=image_norm(snr.slim, stretch, low=0.0),
         label="S/N",
     )
     arcsec_axes(ax_snr, f"Signal-to-noise (max {imaging.signal_to_noise_max:.1f})")
@@ -90,12 +100,12 @@ def dataset_panel(imaging: Imaging) -> Figure:
         kernel = imaging.psf.kernel.native
         psf_extent = extent_of(kernel.shape, imaging.psf.pixel_scales)
         draw_image(
-            figure,
             ax_psf,
             kernel,
             None,
             psf_extent,
             cmap="inferno",
+            norm=image_norm(kernel, stretch, low=0.0, high=100.0),
             label="fraction of the flux" if imaging.psf.is_normalized else "PSF value",
         )
         ky, kx = kernel.shape
@@ -106,7 +116,13 @@ def dataset_panel(imaging: Imaging) -> Figure:
 
     # the full frame: masked pixels hold 0 in a prepared dataset, so the outline shows the region
     draw_image(
-        figure, ax_mask, data, None, extent, cmap="gray", norm=robust_norm(data), label=BRIGHTNESS
+        ax_mask,
+        data,
+        None,
+        extent,
+        cmap="gray",
+        norm=image_norm(imaging.data.slim, stretch),
+        label=unit,
     )
     y, x = pixel_centre_coordinates(imaging.shape_native, imaging.pixel_scales, imaging.mask.origin)
     if mask.any() and (~mask).any():
@@ -117,7 +133,6 @@ def dataset_panel(imaging: Imaging) -> Figure:
     levels = np.unique(sizes)  # one colour per size in use
     edges = np.concatenate([[levels[0] - 0.5], (levels[:-1] + levels[1:]) / 2, [levels[-1] + 0.5]])
     over = draw_image(
-        figure,
         ax_over,
         imaging.over_sample_size_lp.native,
         mask,
@@ -129,5 +144,5 @@ def dataset_panel(imaging: Imaging) -> Figure:
     over.set_ticks(levels.tolist())
     arcsec_axes(ax_over, f"Over-sampling ({int(np.sum(sizes**2))} sub-pixels)")
 
-    figure.suptitle(dataset_title(imaging))
+    panel_title(figure, dataset_title(imaging), fontsize=13.0)
     return figure

@@ -12,13 +12,15 @@ from matplotlib.figure import Figure
 from pipeline.exc import DatasetError
 from pipeline.imaging.geometry import pixel_centre_coordinates
 from pipeline.plots.core import (
-    W_UNITS,
     arcsec_axes,
     dataset_title,
     draw_image,
     extent_of,
     masked_cmap,
     new_figure,
+    new_panels,
+    operator_units,
+    panel_title,
     peak_abs,
     robust_norm,
     symlog_norm,
@@ -131,6 +133,7 @@ def operator_panel(
     pixel: tuple[int, int] | None = None,
     *,
     source_shape: tuple[int, int] = (10, 10),
+    bunit: str | None = None,
 ) -> Figure:
     """Three panels of a dataset's sparse operator W = Hᵀ N⁻¹ H.
 
@@ -144,13 +147,16 @@ def operator_panel(
     source_shape
         Cells of the rectangular source grid of the example mapping
         (:func:`example_mapping_matrix`).
+    bunit
+        The unit of the data and noise map (the data HDU's ``BUNIT``, as the store records it:
+        ``DatasetRecord.bunit``); ``None``: "data units".
 
     Returns
     -------
     Figure
-        The row ``W[i, :]`` on its offset window (Δx, Δy in arcsec around pixel i, y up), the band
-        magnitude ``sum_j |W_ij|`` over the image, and the curvature matrix ``F = Aᵀ W A`` of the
-        example mapping, each with a colour bar in (electrons per second)⁻².
+        Three panels: the row ``W[i, :]`` on its offset window (Δx, Δy in arcsec around pixel i,
+        y up), the band magnitude ``sum_j |W_ij|`` over the image, and the curvature matrix
+        ``F = Aᵀ W A`` of the example mapping, each with a colour bar in (BUNIT)⁻².
     """
     operator = _operator_of(imaging)
     mask = np.asarray(imaging.mask, dtype=bool)
@@ -171,27 +177,28 @@ def operator_panel(
     ky, kx = layout.kernel_shape
     ry, rx = 2 * (ky // 2), 2 * (kx // 2)
 
-    figure = new_figure(17.5, 5.6)
-    ax_row, ax_band, ax_curv = figure.subplots(1, 3)
+    units = operator_units(bunit)
+    figure = new_figure(17.5, 6.0)
+    ax_row, ax_band, ax_curv = (panel.subplots() for panel in new_panels(figure, 1, 3))
 
     window = operator_row_window(operator, index)
     window_extent = (-(rx + 0.5) * sx, (rx + 0.5) * sx, -(ry + 0.5) * sy, (ry + 0.5) * sy)
     row_bar = draw_image(
-        figure,
         ax_row,
         window.filled(np.nan),
         np.ma.getmaskarray(window),
         window_extent,
         cmap="RdBu_r",
         norm=symlog_norm(window.compressed()),
-        label=f"$W_{{ij}}$ {W_UNITS}, symmetric log scale",
+        label=f"$W_{{ij}}$ {units}, symmetric log scale",
     )
     top = peak_abs(window.compressed())  # the ends of the colour scale
     ticks = [t * top for t in (-1.0, -1e-2, 0.0, 1e-2, 1.0)]
     row_bar.set_ticks(ticks, labels=[f"{t:.2g}" for t in ticks])
     ax_row.plot(0.0, 0.0, marker="+", color="black", markersize=10)
-    ax_row.set_title(
-        f"Row of W at (row {row}, col {col})\n{window.count()} unmasked pixels in its window"
+    panel_title(
+        ax_row.figure,
+        f"Row of W at (row {row}, col {col})\n{window.count()} unmasked pixels in its window",
     )
     ax_row.set_xlabel("Δx (arcsec)")
     ax_row.set_ylabel("Δy (arcsec)")
@@ -200,14 +207,13 @@ def operator_panel(
     band = np.zeros(layout.shape_native)
     band[~mask] = _row_abs_sums(operator)
     draw_image(
-        figure,
         ax_band,
         band,
         mask,
         extent,
         cmap="viridis",
         norm=robust_norm(band[~mask], 0.0, 100.0),
-        label=f"$\\sum_j |W_{{ij}}|$ {W_UNITS}",
+        label=f"$\\sum_j |W_{{ij}}|$ {units}",
     )
     y, x = pixel_centre_coordinates(imaging.shape_native, imaging.pixel_scales, imaging.mask.origin)
     ax_band.plot(x[0, col], y[row, 0], marker="+", color="red", markersize=12, mew=2)
@@ -223,14 +229,15 @@ def operator_panel(
         norm=symmetric_norm(curvature),
         interpolation="nearest",
     )
-    figure.colorbar(image, ax=ax_curv, label=f"$F_{{pq}}$ {W_UNITS}", shrink=0.9)
+    ax_curv.figure.colorbar(image, ax=ax_curv, label=f"$F_{{pq}}$ {units}", shrink=0.9)
     n_source = curvature.shape[0]
-    ax_curv.set_title(
+    panel_title(
+        ax_curv.figure,
         f"Curvature matrix F = AᵀWA of an example mapping\n{n_source} occupied cells of a "
-        f"{source_shape[0]}×{source_shape[1]} source grid"
+        f"{source_shape[0]}×{source_shape[1]} source grid",
     )
     ax_curv.set_xlabel("source pixel q")
     ax_curv.set_ylabel("source pixel p")
 
-    figure.suptitle(f"Sparse operator W = HᵀN⁻¹H — {dataset_title(imaging)}")
+    panel_title(figure, f"Sparse operator W = HᵀN⁻¹H — {dataset_title(imaging)}", fontsize=13.0)
     return figure

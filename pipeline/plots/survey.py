@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from pipeline.plots.core import new_figure, no_data
+from pipeline.plots.core import new_figure, no_data, panel_title
 
 __all__ = ["survey_overview"]
 
@@ -115,5 +115,5 @@ def survey_overview(store: Any, *, storage_options: dict | None = None) -> Figur
             f"{last_run.get('failed', 0)} failed, {last_run.get('skipped_complete', 0)} skipped, "
             f"{float(last_run.get('wall_seconds', 0.0)):.1f} s wall"
         )
-    figure.suptitle(title)
+    panel_title(figure, title, fontsize=13.0)
     return figure

@@ -81,14 +81,15 @@ def test_simulate_writes_a_survey_that_validates(tmp_path, capsys):
     assert "problem" not in stdout
 
 
-def test_validate_reports_problems_without_failing(tmp_path, capsys):
+def test_validate_reports_problems_and_exits_2(tmp_path, capsys):
     config = make_survey(tmp_path, n=2)
     with open(tmp_path / "manifest.csv", "a") as handle:
         handle.write("bad/name,x.fits,y.fits,z.fits,1.0\n")
-    code, stdout, _ = cli(capsys, "validate", config)
-    assert code == 0
+    code, stdout, err = cli(capsys, "validate", config)
+    assert code == 2
     assert "2 datasets found" in stdout
     assert "problem: bad/name" in stdout
+    assert "error: 1 error in 1 dataset" in err
 
 
 def test_validate_unknown_key_exits_2(tmp_path, capsys):

@@ -12,7 +12,9 @@ import yaml
 from pipeline.exc import ConfigError
 from pipeline.flow.config import (
     CircularMask,
+    CombinedMask,
     Config,
+    FlagsMask,
     FoldersInput,
     LocalClusterConfig,
     ManifestInput,
@@ -300,6 +302,150 @@ def test_dataset_settings_follow_what_defines_a_dataset():
         config_from_dict(with_(MINIMAL, "sparse_operator.batch_size", 64)).dataset_settings()
         != base
     )
+
+
+# the mask settings as lenspipe recorded them before combined masks existed: a store made then
+# keeps its settings hash (its datasets are not prepared again)
+OLD_MASK_SETTINGS = [
+    (
+        {"kind": "circular", "radius": 3},
+        {"kind": "circular", "radius": 3.0, "centre": [0.0, 0.0]},
+    ),
+    (
+        {"kind": "annular", "inner_radius": 0.5, "outer_radius": 3, "centre": [0.1, -0.1]},
+        {"kind": "annular", "inner_radius": 0.5, "outer_radius": 3.0, "centre": [0.1, -0.1]},
+    ),
+    (
+        {"kind": "elliptical", "major_axis_radius": 2, "axis_ratio": 0.5},
+        {
+            "kind": "elliptical",
+            "major_axis_radius": 2.0,
+            "axis_ratio": 0.5,
+            "angle": 0.0,
+            "centre": [0.0, 0.0],
+        },
+    ),
+    ({"kind": "file"}, {"kind": "file"}),
+    (
+        {"kind": "file", "bad_pixels": "mask"},
+        {"kind": "file", "bad_pixels": "mask"},
+    ),
+]
+
+
+@pytest.mark.parametrize(("mask", "recorded"), OLD_MASK_SETTINGS)
+def test_the_mask_kinds_of_older_stores_keep_their_settings(mask, recorded):
+    from pipeline.io.store.schema import settings_hash
+
+    settings = config_from_dict(with_(MINIMAL, "mask", mask)).dataset_settings()
+    assert settings["mask"] == recorded
+    before = {**settings, "mask": recorded}
+    assert settings_hash(settings) == settings_hash(before)
+
+
+def test_the_settings_hash_of_a_store_made_before_combined_masks():
+    """tests/data/store_d261856 was written by lenspipe d261856: its config still gives the
+    recorded hash."""
+    import json
+
+    from pipeline.io.store.schema import settings_hash
+
+    folder = Path(__file__).resolve().parents[1] / "data" / "store_d261856"
+    config = load_config(folder / "survey.yaml")
+    attrs = json.loads(
+        (folder / "survey.zarr" / "datasets" / "lens_00003" / "zarr.json").read_text()
+    )["attributes"]
+    assert settings_hash(config.dataset_settings()) == attrs["settings_hash"]
+    assert attrs["settings_hash"] == (
+        "2c69af54cc9a0d808f7e98095de19ca0845c7e3bc5eb6080a895130f30f48b36"
+    )
+
+
+# ---------------------------------------------------------------------------------------- combine
+COMBINE = [
+    {"kind": "circular", "radius": 3},
+    {"kind": "file"},
+    {"kind": "flags", "bits": [0, 3]},
+]
+
+
+@pytest.mark.parametrize("spelling", [{}, {"kind": "combine"}])
+def test_combined_mask_forms_and_settings(spelling):
+    config = config_from_dict(
+        with_(MINIMAL, "mask", {**spelling, "combine": COMBINE, "bad_pixels": "mask"})
+    )
+    assert isinstance(config.mask, CombinedMask)
+    assert [m.kind for m in config.mask.members] == ["circular", "file", "flags"]
+    assert config.mask.uses("file") and config.mask.uses("flags")
+    assert not config.mask.uses("annular")
+    assert config.dataset_settings()["mask"] == {
+        "kind": "combine",
+        "combine": [
+            {"kind": "circular", "radius": 3.0, "centre": [0.0, 0.0]},
+            {"kind": "file"},
+            {"kind": "flags", "bits": [0, 3], "bit_mask": None},
+        ],
+        "bad_pixels": "mask",
+    }
+
+
+def test_flags_mask_alone_and_its_bit_mask():
+    by_bits = config_from_dict(with_(MINIMAL, "mask", {"kind": "flags", "bits": [0, 3, 3]}))
+    by_mask = config_from_dict(with_(MINIMAL, "mask", {"kind": "flags", "bit_mask": 9}))
+    assert isinstance(by_bits.mask, FlagsMask) and isinstance(by_mask.mask, FlagsMask)
+    assert by_bits.mask.mask_value == by_mask.mask.mask_value == 9
+    top = config_from_dict(with_(MINIMAL, "mask", {"kind": "flags", "bits": [62]}))
+    assert top.mask.mask_value == 2**62  # type: ignore[union-attr]
+    assert by_bits.mask.members == (by_bits.mask,) and by_bits.mask.uses("flags")
+
+
+@pytest.mark.parametrize(
+    ("mask", "line"),
+    [
+        (
+            {"kind": "flags", "bits": [0], "bit_mask": 1},
+            "mask: give exactly one of bits (a list of bit numbers, e.g. [0, 3]) and bit_mask",
+        ),
+        ({"kind": "flags"}, "mask: give exactly one of bits"),
+        (
+            {"combine": [{"kind": "flags", "bits": [3, 70]}]},
+            "mask.combine[0].bits[1]: Input should be less than or equal to 62 (got 70)",
+        ),
+        ({"kind": "flags", "bit_mask": 0}, "mask.bit_mask: Input should be greater than or equal"),
+        ({"kind": "flags", "bits": []}, "mask.bits: List should have at least 1 item"),
+        ({"combine": []}, "mask.combine: List should have at least 1 item"),
+        (
+            {"combine": [{"combine": [{"kind": "file"}]}]},
+            "mask.combine[0]: a member of mask.combine cannot be a combination itself",
+        ),
+        (
+            {"combine": [{"kind": "file"}, {"kind": "combine", "combine": [{"kind": "file"}]}]},
+            "mask.combine[1]: a member of mask.combine cannot be a combination itself",
+        ),
+        (
+            {"combine": [{"kind": "circular", "radius": 1, "bad_pixels": "mask"}]},
+            "mask.combine[0]: bad_pixels applies to the whole mask: set mask.bad_pixels",
+        ),
+        (
+            {"combine": [{"radius": 1}]},
+            "mask.combine[0]: each member needs its kind: circular, annular, elliptical, file",
+        ),
+        (
+            {"combine": [{"kind": "disc", "radius": 1}]},
+            "mask.combine[0].kind: unknown kind 'disc': use one of 'circular', 'annular', "
+            "'elliptical', 'file', 'flags'",
+        ),
+        (
+            {"combine": [{"kind": "circular", "radius": -1}]},
+            "mask.combine[0].radius: Input should be greater than 0 (got -1)",
+        ),
+        ({"kind": "combine", "combine": COMBINE, "radius": 3}, "mask.radius: unknown key"),
+        ({"combine": COMBINE, "radius": 3}, "mask.radius: unknown key"),
+    ],
+)
+def test_combined_and_flags_mask_errors_name_the_key(mask, line):
+    message = error_of(with_(MINIMAL, "mask", mask))
+    assert f"  {line}" in message, message
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,9 @@ from pipeline.flow.config import (
     AdaptiveOverSampling,
     AddressCluster,
     AnnularMask,
+    CircularMask,
+    CombinedMask,
+    FlagsMask,
     FoldersInput,
     JobqueueCluster,
     LocalClusterConfig,
@@ -83,12 +86,18 @@ def test_manifest():
 def test_euclid_mef():
     config = load_config(CONFIGS / "euclid_mef.yaml")
     assert isinstance(config.inputs, MefInput)
-    assert config.pixel_scales == "header"
-    assert set(config.inputs.bands) == {"VIS", "NIR_H"}
-    vis = config.inputs.bands["VIS"]
-    assert (vis.data, vis.noise_map, vis.psf) == ("VIS_BGSUB", "VIS_RMS", "VIS_PSF")
-    nir = config.inputs.bands["NIR_H"]
-    assert (nir.data, nir.noise_map, nir.psf) == ("NIR_H_BGSUB", "NIR_H_RMS", "NIR_H_PSF")
+    assert config.pixel_scales == "header" and config.pixel_scales_check == "strict"
+    bands = config.inputs.bands
+    assert list(bands) == ["VIS", "NIR_Y", "NIR_J", "NIR_H", "DES_G", "DES_R", "DES_I", "DES_Z"]
+    for name, band in bands.items():
+        hdus = (band.data, band.noise_map, band.psf, band.flags)
+        assert hdus == tuple(f"{name}_{suffix}" for suffix in ("BGSUB", "RMS", "PSF", "FLAG"))
+    mask = config.mask
+    assert isinstance(mask, CombinedMask) and mask.bad_pixels == "mask"
+    circle, flags = mask.combine
+    assert isinstance(circle, CircularMask) and circle.radius == 2.5
+    assert isinstance(flags, FlagsMask) and flags.bits == [2]
+    assert config.psf.trim_fraction == 0.999
     assert isinstance(config.over_sampling, AdaptiveOverSampling)
     assert config.sparse_operator.dtype == "float32"
 

@@ -302,6 +302,7 @@ def test_mef_one_spec_per_file_and_band(tmp_path):
     assert vis.mask is None
     assert nir.data == FileRef(path, "NIR_H_BGSUB")
     assert nir.mask == FileRef(path, "MSK")
+    assert (vis.lens, vis.band, nir.lens, nir.band) == ("EUC_1", "VIS", "EUC_1", "NIR_H")
 
 
 def test_mef_pattern_and_missing_root(tmp_path):
@@ -361,6 +362,60 @@ def test_an_unused_mask_column_is_dropped_and_never_examined(tmp_path):
     (spec,) = discover(make_config(tmp_path, {"kind": "manifest", "path": "m.csv"})).specs
     assert spec.mask is None
     assert [role for role, _ in spec.files()] == ["data", "noise_map", "psf"]
+
+
+FLAGS_MASK = {"kind": "flags", "bits": [0]}
+
+
+@pytest.mark.parametrize(
+    ("mask", "kept"),
+    [
+        ({"kind": "circular", "radius": 1.0}, []),
+        (FILE_MASK, ["mask"]),
+        (FLAGS_MASK, ["flags"]),
+        ({"combine": [{"kind": "circular", "radius": 1.0}, FLAGS_MASK]}, ["flags"]),
+        (
+            {"combine": [FILE_MASK, {"kind": "annular", "inner_radius": 0, "outer_radius": 1}]},
+            ["mask"],
+        ),
+        ({"combine": [FLAGS_MASK, FILE_MASK]}, ["mask", "flags"]),
+    ],
+)
+def test_mask_and_flag_files_are_inputs_only_when_the_mask_uses_them(tmp_path, mask, kept):
+    """An unused mask or flags column is dropped, never examined (a FIFO would block)."""
+    os.mkfifo(tmp_path / "unused.fifo")
+    names = {role: "unused.fifo" for role in ("mask", "flags") if role not in kept}
+    names.update({role: f"{role}.fits" for role in kept})
+    write_csv(
+        tmp_path / "m.csv",
+        [
+            "name,data,noise_map,psf,mask,flags,flags_hdu",
+            f"a,d,n,p,{names['mask']},{names['flags']},3",
+        ],
+    )
+    found = discover(make_config(tmp_path, {"kind": "manifest", "path": "m.csv"}, mask=mask))
+    assert found.problems == []
+    (spec,) = found.specs
+    assert [role for role, _ in spec.files()] == ["data", "noise_map", "psf", *kept]
+    assert (spec.mask is not None, spec.flags is not None) == ("mask" in kept, "flags" in kept)
+    if "flags" in kept:
+        assert spec.flags == FileRef(os.fspath(tmp_path / "flags.fits"), 3)
+
+
+def test_folders_and_mef_flag_maps(tmp_path):
+    make_lens(tmp_path / "lenses" / "l1", ("data.fits", "noise_map.fits", "psf.fits", "f.fits.gz"))
+    inputs = {"kind": "folders", "root": "lenses", "flags": "f.fits", "flags_hdu": "FLAG"}
+    (spec,) = discover(make_config(tmp_path, inputs, mask=FLAGS_MASK)).specs
+    assert spec.flags == FileRef(os.fspath(tmp_path / "lenses" / "l1" / "f.fits.gz"), "FLAG")
+    assert spec.files()[-1] == ("flags", spec.flags)
+    assert spec.band is spec.lens is None
+    bands = {"VIS": {**BANDS["VIS"], "flags": "VIS_FLAG"}}
+    write_cutout(tmp_path / "cutouts" / "EUC_1.fits")
+    config = make_config(tmp_path, {"kind": "mef", "root": "cutouts", "bands": bands}, FLAGS_MASK)
+    (vis,) = discover(config).specs
+    path = os.fspath(tmp_path / "cutouts" / "EUC_1.fits")
+    assert vis.flags == FileRef(path, "VIS_FLAG") and vis.mask is None
+    assert [role for role, _ in vis.files()] == ["data", "noise_map", "psf", "flags"]
 
 
 @pytest.mark.parametrize(

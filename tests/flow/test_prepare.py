@@ -202,8 +202,12 @@ def test_adaptive_over_sampling(survey, unmasked):
 
 # ---------------------------------------------------------------------------------------- errors
 def test_file_mask_without_a_mask_file_is_a_dataset_error(survey):
-    with pytest.raises(DatasetError, match="mask.kind is 'file' but the dataset .* no mask file"):
+    with pytest.raises(DatasetError) as err:
         _prepared(survey, mask={"kind": "file"})
+    message = str(err.value)
+    assert "dataset 'lens_00005': the mask uses a mask file (kind 'file'" in message
+    assert f"data '{survey / 'lens_00005' / 'data.fits'}' has no mask file" in message
+    assert "give one (folders: inputs.mask, manifest: mask column" in message
 
 
 def test_mask_of_the_wrong_shape_is_a_dataset_error(lens, tmp_path):
@@ -211,8 +215,13 @@ def test_mask_of_the_wrong_shape_is_a_dataset_error(lens, tmp_path):
     shutil.copytree(lens, folder)
     fits.PrimaryHDU(np.zeros((10, 10), dtype=np.uint8)).writeto(folder / "mask.fits")
     inputs = {"kind": "folders", "root": str(tmp_path), "pattern": "lens_*", "mask": "mask.fits"}
-    with pytest.raises(DatasetError, match=r"has shape \(10, 10\) but the data are \(40, 40\)"):
+    with pytest.raises(DatasetError) as err:
         _prepared(tmp_path, inputs, mask={"kind": "file"})
+    assert str(err.value).startswith(
+        f"dataset {lens.name!r}: mask file '{folder / 'mask.fits'}' HDU 0 has shape (10, 10) but "
+        f"the data '{folder / 'data.fits'}' HDU 0 are (40, 40); give a mask file of the data's "
+        "cutout"
+    )
 
 
 # ---------------------------------------------------------------------------------------- psf trim
@@ -379,3 +388,39 @@ def test_a_bad_manifest_bad_pixels_value_is_a_problem_naming_the_line(survey, tm
     )
     ((name, message),) = discover(config).problems
     assert name == "spoiled" and "line 2" in message and "'ignore'" in message
+
+
+# --------------------------------------------------------------------------- pixel scale check
+@pytest.mark.parametrize("check", ["warn", "strict"])
+def test_a_scale_that_disagrees_with_the_header_fails_only_under_strict(survey, lens, check):
+    """The mock's headers say 0.1 arcsec; a config saying 0.03 (JWST's, by mistake)."""
+    config = config_from_dict(
+        {
+            "inputs": {"kind": "folders", "root": str(survey), "pattern": "lens_*"},
+            "pixel_scales": 0.03,
+            "pixel_scales_check": check,
+            "mask": {"kind": "circular", "radius": 0.5},
+            "output": {"store": "survey.zarr"},
+        },
+        base_dir=survey,
+    )
+    (spec,) = discover(config).specs
+    settings = PrepareSettings.from_config(config)
+    if check == "warn":  # validate warns; the run uses the scale it was given
+        assert prepare_imaging(spec, settings).pixel_scales == (0.03, 0.03)
+        return
+    with pytest.raises(DatasetError) as err:
+        prepare_imaging(spec, settings)
+    assert (
+        f"pixel scales 0.03x0.03 arcsec differ by 70.0% from the 0.1x0.1 arcsec of data "
+        f"'{lens / 'data.fits'}' HDU 0's header (pixel_scales_check: strict)"
+    ) in str(err.value)
+
+
+def test_a_matching_scale_passes_strict(survey, unmasked):
+    got = _prepared(
+        survey, mask={"kind": "circular", "radius": 1.2}, pixel_scales_check="strict",
+        over_sampling=UNIFORM,
+    )  # fmt: skip
+    mask = Mask2D.circular(shape_native=SHAPE, pixel_scales=SCALE, radius=1.2)
+    assert_same(got, unmasked.apply_mask(mask).apply_over_sampling(2, 3))

@@ -1,5 +1,6 @@
 """Fixtures of the figure tests: a small survey store run once for the package, one of its complete
-datasets, and an in-memory dataset with non-square pixels and a shifted origin."""
+datasets, an in-memory dataset with non-square pixels and a shifted origin, and a multi-extension
+FITS survey (two bands per lens, BUNIT cards, one failing dataset) run with `lenspipe run`."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import pytest
 import yaml
 
 from pipeline import Mask2D
+from pipeline.cli import main
 from pipeline.flow.config import load_config
 from pipeline.flow.run import run_survey
 from pipeline.imaging import Array2D, Imaging
 from pipeline.io.store import list_datasets, open_imaging
 from pipeline.mock import simulate_lens, simulate_survey
+from tests.plots.mef import write_mef_survey
 from tests.plots.support import BROKEN
 
 
@@ -69,3 +72,15 @@ def skewed() -> Imaging:
 @pytest.fixture(params=["stored", "skewed"])
 def imaging(request) -> Imaging:
     return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(scope="package")
+def mef_store(tmp_path_factory) -> str:
+    """Three two-band lenses from multi-extension FITS cutouts, run by `lenspipe run` on one
+    worker: five datasets complete, the last lens's NIR_H failed (NaN data)."""
+    folder = tmp_path_factory.mktemp("mef")
+    config = write_mef_survey(folder, 3)
+    assert main(["run", str(config), "--no-progress"]) == 3  # finished, one dataset failed
+    store = str(folder / "survey.zarr")
+    assert sorted(list_datasets(store).values()) == ["complete"] * 5 + ["failed"]
+    return store

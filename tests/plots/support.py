@@ -1,4 +1,5 @@
-"""Helpers of the figure tests: PNG output, the plotting axes of a figure, what an image shows."""
+"""Helpers of the figure tests: PNG output, the plotting axes of a figure and their panels' titles,
+what an image shows, titles clear of every axes."""
 
 from __future__ import annotations
 
@@ -26,6 +27,25 @@ def main_axes(figure):
         if getattr(image, "colorbar", None) is not None
     }
     return [ax for ax in figure.axes if ax not in colorbars]
+
+
+def panel_title(ax) -> str:
+    """The title of the panel (sub-figure) holding ``ax``."""
+    return ax.figure.get_suptitle()
+
+
+def assert_titles_clear(figure) -> None:
+    """No panel title (nor the figure's) overlaps any axes: images, plots or colour bars."""
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    titles = [figure._suptitle] + [sub._suptitle for sub in figure.subfigs]
+    boxes = [ax.get_window_extent(renderer) for ax in figure.axes]
+    for title in titles:
+        if title is None or not title.get_text():
+            continue
+        extent = title.get_window_extent(renderer)
+        overlapping = [i for i, box in enumerate(boxes) if extent.overlaps(box)]
+        assert overlapping == [], (title.get_text(), overlapping)
 
 
 def assert_finite_where_shown(image) -> None:

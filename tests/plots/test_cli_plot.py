@@ -1,11 +1,14 @@
-"""`lenspipe plot`: every kind of figure written to PNG, its defaults and its errors."""
+"""`lenspipe plot`: every kind of figure written to PNG, its defaults and its errors, its stretch
+option and the units of the recorded BUNIT."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from pipeline.cli import main
-from tests.plots.support import BROKEN, PNG_SIGNATURE
+from pipeline.cli.store import plot_figure
+from tests.plots.support import BROKEN, PNG_SIGNATURE, main_axes, panel_title
 
 
 @pytest.mark.parametrize("kind", ["dataset", "operator", "survey"])
@@ -27,3 +30,29 @@ def test_cli_plot_defaults_and_errors(store, stored, tmp_path, capsys):
     assert main(["plot", store, BROKEN, "-o", str(tmp_path / "x.png")]) == 2
     assert "failed" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_plot_stretch_and_units_from_bunit(mef_store, tmp_path, capsys):
+    output = tmp_path / "vis.png"
+    code = main(["plot", mef_store, "lens0_VIS", "-o", str(output), "--stretch", "percentile"])
+    assert code == 0, capsys.readouterr()
+    assert output.read_bytes()[:8] == PNG_SIGNATURE
+    assert main(["plot", mef_store, "lens0_VIS", "-o", str(output), "--stretch", "log"]) == 2
+    assert "'log' is not one of" in capsys.readouterr().err
+    # the unit of each band's BUNIT card, as the run recorded it
+    for name, unit in (("lens0_VIS", "electron/s"), ("lens1_NIR_H", "MJy/sr")):
+        figure = plot_figure(mef_store, name, stretch="linear")
+        labels = {
+            panel_title(ax): ax.images[0].colorbar.ax.get_ylabel() for ax in main_axes(figure)
+        }
+        assert labels["Data"] == labels["Noise map (RMS)"] == unit
+        operator = plot_figure(mef_store, name, kind="operator")
+        assert all(
+            f"({unit})$^{{-2}}$" in ax.images[0].colorbar.ax.get_ylabel()
+            for ax in main_axes(operator)
+        )
+    # the stretch reaches the figure: linear runs from the minimum to the maximum
+    figure = plot_figure(mef_store, "lens0_VIS", stretch="linear")
+    data = next(ax for ax in main_axes(figure) if panel_title(ax) == "Data").images[0]
+    shown = np.ma.compressed(data.get_array())
+    assert (data.norm.vmin, data.norm.vmax) == (shown.min(), shown.max())

@@ -33,6 +33,9 @@ def test_plots_never_touch_pyplot(tmp_path):
         lens = lens.apply_sparse_operator(backend="numpy")
         plots.dataset_panel(lens).savefig({str(tmp_path / "a.png")!r})
         plots.operator_panel(lens).savefig({str(tmp_path / "b.png")!r})
+        snr = plots.snr_map(lens.data.native, lens.noise_map.native, lens.mask)
+        plots.write_thumbnail({str(tmp_path / "c.png")!r}, plots.thumbnail_rgba(snr, lens.mask))
+        plots.report_html([plots.ReportEntry(name="x", status="complete")], store="s")
         assert "matplotlib.pyplot" not in sys.modules, "pyplot was imported"
         """
     )
@@ -41,4 +44,5 @@ def test_plots_never_touch_pyplot(tmp_path):
         [env_python, "-W", "error", "-c", script], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "a.png").stat().st_size > 0 and (tmp_path / "b.png").stat().st_size > 0
+    for name in ("a.png", "b.png", "c.png"):
+        assert (tmp_path / name).stat().st_size > 0

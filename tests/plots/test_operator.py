@@ -9,7 +9,13 @@ import pytest
 from pipeline.exc import DatasetError
 from pipeline.imaging import Imaging
 from pipeline.plots import example_mapping_matrix, extent_of, operator_panel, operator_row_window
-from tests.plots.support import assert_finite_where_shown, main_axes, save_png
+from tests.plots.support import (
+    assert_finite_where_shown,
+    assert_titles_clear,
+    main_axes,
+    panel_title,
+    save_png,
+)
 
 
 def test_operator_panel(imaging, tmp_path):
@@ -19,12 +25,13 @@ def test_operator_panel(imaging, tmp_path):
     axes = main_axes(figure)
     assert len(axes) == 3 and len(figure.axes) == 6
     row_ax, band_ax, curvature_ax = axes
-    assert row_ax.get_title().startswith("Row of W")
-    assert band_ax.get_title().startswith("Band magnitude")
-    assert curvature_ax.get_title().startswith("Curvature matrix F")
+    assert panel_title(row_ax).startswith("Row of W")
+    assert panel_title(band_ax).startswith("Band magnitude")
+    assert panel_title(curvature_ax).startswith("Curvature matrix F")
+    assert_titles_clear(figure)
     for ax in axes:
         assert_finite_where_shown(ax.images[0])
-        assert "(electrons per second)$^{-2}$" in ax.images[0].colorbar.ax.get_ylabel()
+        assert "(data units)$^{-2}$" in ax.images[0].colorbar.ax.get_ylabel()  # no BUNIT
 
     ky, kx = operator.kernel_shape
     ry, rx = 2 * (ky // 2), 2 * (kx // 2)
@@ -67,7 +74,7 @@ def test_operator_panel_pixel_choice_and_errors(stored):
     mask = np.asarray(stored.mask)
     row, col = np.argwhere(~mask)[3]
     figure = operator_panel(stored, pixel=(row, col))
-    assert f"(row {row}, col {col})" in figure.axes[0].get_title()
+    assert f"(row {row}, col {col})" in panel_title(figure.axes[0])
     masked = tuple(np.argwhere(mask)[0])
     with pytest.raises(DatasetError, match="masked or outside"):
         operator_panel(stored, pixel=masked)

@@ -21,6 +21,7 @@ from pipeline.flow.config.base import (
     MAX_YAML_NODES,
     brief_repr,
 )
+from pipeline.flow.config.inputs import implied_kind
 from pipeline.flow.config.survey import Config
 
 __all__ = ["config_from_dict", "load_config"]
@@ -174,7 +175,11 @@ def _key_path(loc: tuple, data: Any) -> str:
     node = data
     tagged = None  # the node whose union tag was already skipped
     for part in loc:
-        if isinstance(node, dict) and node.get("kind") == part and tagged is not node:
+        if (
+            isinstance(node, dict)
+            and node.get("kind", implied_kind(node)) == part
+            and tagged is not node
+        ):
             # the tag of a discriminated union comes first; in ``cluster: {kind: address,
             # address: ...}`` the tag "address" is also a key, which only the next part can be
             tagged = node

@@ -31,6 +31,15 @@ class Config(_Model):
         "manifest's `pixel_scale` column and a folder's `pixel_scales_file` override it. "
         "Positive, at most 3600 (one degree)."
     )
+    pixel_scales_check: Literal["warn", "strict"] = Field(
+        "warn",
+        description="What `lenspipe validate` and `run --dry-run` do when an explicit pixel scale "
+        "(the number or pair above, a manifest's `pixel_scale`, a folder's `pixel_scales_file`) "
+        "differs by more than 1% from the one in the data file's header: `warn`, or `strict` "
+        "(an error: exit 2; and at run time the dataset fails, naming both scales). Headers "
+        "without a pixel scale are not compared. Not a dataset setting (changing it recomputes "
+        "nothing).",
+    )
     mask: MaskConfig
     over_sampling: OverSamplingConfig = Field(default_factory=UniformOverSampling)
     psf: PsfConfig = Field(

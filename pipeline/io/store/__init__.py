@@ -34,7 +34,7 @@ The package is the only code of lenspipe that names a store node or touches Zarr
 ``writers``      task writes: a dataset's arrays, operator batches
 ``records``      driver writes: groups, statuses, failures, run records; :func:`write_imaging`
 ``catalog``      what a store holds: statuses, attributes (raw or as records), problems, last run
-``readers``      :func:`open_imaging`, :func:`open_operator`
+``readers``      :func:`open_imaging`, :func:`open_operator`, :func:`read_dataset_arrays`
 ``integrity``    damaged operator batches, verify and reset
 ``check``        whole-dataset checks (:func:`check_dataset`)
 ``recipe``       what a worker opens, cached per process (:class:`StoreRecipe`)
@@ -76,7 +76,7 @@ from pipeline.io.store.lock import (
     settle_seconds,
 )
 from pipeline.io.store.nodes import batches_done, operator_batch_count
-from pipeline.io.store.readers import open_imaging, open_operator
+from pipeline.io.store.readers import open_imaging, open_operator, read_dataset_arrays
 from pipeline.io.store.recipe import (
     OperatorBatchInputs,
     StoreRecipe,
@@ -155,6 +155,7 @@ __all__ = [
     "mark_failed",
     "not_a_regular_file",
     "open_imaging",
+    "read_dataset_arrays",
     "open_operator",
     "open_store",
     "operator_batch_count",

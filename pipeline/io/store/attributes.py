@@ -78,6 +78,15 @@ class DatasetRecord:
         where the dataset records none.
     check_noise_map
         Whether the noise map was checked (positive and finite) when prepared.
+    bunit
+        The unit of the data (its HDU's ``BUNIT`` card, e.g. ``"electron/s"``), as the input
+        file gives it; ``None`` when the header has none.
+    band
+        The band of a multi-extension FITS input (its key under ``inputs.bands``); ``None`` for
+        other inputs.
+    lens
+        The lens of a multi-extension FITS input: the file's stem, as in the dataset name
+        ``<lens>_<band>``; ``None`` for other inputs.
     raw
         Every attribute as recorded (JSON types), the keys above included.
     """
@@ -97,6 +106,9 @@ class DatasetRecord:
     error_type: str | None = None
     bad_pixels: int | Mapping[str, int] | None = None
     check_noise_map: bool | None = None
+    bunit: str | None = None
+    band: str | None = None
+    lens: str | None = None
     raw: Mapping[str, Any] = field(default_factory=_empty)
 
     @classmethod
@@ -121,6 +133,9 @@ class DatasetRecord:
             error_type=_text(raw.get("error_type")),
             bad_pixels=_bad_pixels(raw.get("bad_pixels")),
             check_noise_map=_flag(raw.get("check_noise_map")),
+            bunit=_text(raw.get("bunit")),
+            band=_text(raw.get("band")),
+            lens=_text(raw.get("lens")),
             raw=raw,
         )
 

@@ -44,7 +44,7 @@ from pipeline.operators import (
     OperatorLayout,
 )
 
-__all__ = ["open_imaging", "open_operator"]
+__all__ = ["open_imaging", "open_operator", "read_dataset_arrays"]
 
 
 def _readable_group(root: zarr.Group, name: str, allow_incomplete: bool) -> zarr.Group:
@@ -145,6 +145,22 @@ class _Reader:
                 f"{missing.size} operator batch(es) of a complete dataset have no completion "
                 f"marker (first: {missing[:10].tolist()})",
             )
+
+
+def read_dataset_arrays(
+    location: StoreLike,
+    name: str,
+    nodes: tuple[str, ...] = ("data", "noise_map", "mask"),
+    *,
+    allow_incomplete: bool = False,
+    storage_options: dict | None = None,
+) -> dict[str, np.ndarray]:
+    """Only the named arrays of a dataset (native 2-D), read and checked as :func:`open_imaging`
+    reads them (checksums), without building the dataset or checking its operator (the report's
+    thumbnails). Errors as :func:`open_imaging`."""
+    root = open_store(location, storage_options=storage_options)
+    reader = _Reader(root, name, _readable_group(root, name, allow_incomplete))
+    return {node: reader.read(node) for node in nodes}
 
 
 def open_imaging(

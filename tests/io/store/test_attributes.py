@@ -150,6 +150,7 @@ def test_an_empty_mapping_reads_as_nothing_recorded():
     assert record.sources == () and dict(record.timings) == {} and dict(record.settings) == {}
     assert record.n_pixels is record.shape_native is record.psf_shape is record.pixel_scales is None
     assert record.error is record.check_noise_map is record.n_batches is None
+    assert record.bunit is record.band is record.lens is None
     assert dict(record.raw) == {}
     assert record.summary_items() == tuple((key, None) for key in SUMMARY)
 
@@ -167,6 +168,9 @@ def test_unknown_and_ill_typed_keys_never_raise():
         "error": 42,
         "check_noise_map": "yes",
         "token": None,
+        "bunit": 3,
+        "band": ["VIS"],
+        "lens": None,
         "settings": [1],
         "sources": [
             {"role": "data", "path": "/d.fits", "hdu": "SCI", "colour": "blue"},
@@ -182,9 +186,16 @@ def test_unknown_and_ill_typed_keys_never_raise():
     assert record.pixel_scales is record.error is record.check_noise_map is record.token is None
     assert dict(record.timings) == {"prepare_seconds": 1.0, "operator_seconds": 2.5}
     assert dict(record.settings) == {}
+    assert record.bunit is record.band is record.lens is None
     assert record.sources == (Source("data", "/d.fits", "SCI"),)
     assert DatasetRecord.from_attrs({"status": ""}).status is DAMAGED
     assert DatasetRecord.from_attrs({"status": ["complete"]}).status is DAMAGED
+
+
+def test_the_unit_band_and_lens_as_recorded():
+    attrs = {"bunit": "electron/s", "band": "VIS", "lens": "EUC_1"}
+    record = DatasetRecord.from_attrs(attrs)
+    assert (record.bunit, record.band, record.lens) == ("electron/s", "VIS", "EUC_1")
 
 
 def test_a_record_is_read_only():
