@@ -73,7 +73,7 @@ def validate(config_path: Path) -> None:
     found = discover(config)
     check_store_location(config, found)  # a store overlapping the inputs is an error here too
     click.echo(
-        f"{config_path}: valid. {len(found.specs)} datasets found; store {config.store_location}"
+        f"{config_path}: config valid. {len(found.specs)} datasets found; store {config.store_location}"
     )
     _echo_skipped(found.skipped)
     for name, message in found.problems:

@@ -28,6 +28,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from pipeline.exc import ConfigError, StoreError
 from pipeline.flow.config import (
@@ -72,6 +73,22 @@ class DatasetSpec:
     flags: FileRef | None = None  # a flag map (integer image), for flags masks
     band: str | None = None  # MEF input: the band's key under inputs.bands
     lens: str | None = None  # MEF input: the file's stem (the name is <lens>_<band>)
+
+    def overrides(self) -> dict[str, Any]:
+        """The per-dataset settings that change its prepared arrays (those set, in JSON types):
+        recorded with the dataset, so that an edit of a manifest's ``mask_radius`` (say)
+        prepares it again instead of keeping a result made with the old value."""
+        values = {
+            "pixel_scales": self.pixel_scales,
+            "mask_radius": self.mask_radius,
+            "mask_centre": self.mask_centre,
+            "bad_pixels": self.bad_pixels,
+        }
+        return {
+            key: list(value) if isinstance(value, tuple | list) else value
+            for key, value in values.items()
+            if value is not None
+        }
 
     def files(self) -> list[tuple[str, FileRef]]:
         """``(role, file)`` of every input this dataset uses: data, noise_map, psf, mask and

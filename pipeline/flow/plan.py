@@ -13,6 +13,7 @@ again; a dataset group that cannot be read (torn ``zarr.json``, missing nodes) i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
@@ -190,6 +191,20 @@ def _changed_input(spec: DatasetSpec, record: DatasetRecord) -> str | None:
     return None
 
 
+def _changed_overrides(spec: DatasetSpec, record: DatasetRecord) -> str | None:
+    """How the dataset's per-dataset settings (a manifest's ``mask_radius``, ...) differ from
+    those it was prepared with, or ``None`` (also for stores that did not record them)."""
+    if record.overrides is None:
+        return None
+    want = json.loads(json.dumps(spec.overrides()))
+    have = dict(record.overrides)
+    if want == have:
+        return None
+    keys = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))
+    what = ", ".join(f"{k} {have.get(k, 'unset')} -> {want.get(k, 'unset')}" for k in keys)
+    return f"its per-dataset settings changed ({what})"
+
+
 def plan_run(
     config: Config,
     root,
@@ -234,7 +249,7 @@ def plan_run(
         if record.settings_hash != expected:
             plan.conflicts.append(spec.name)
             continue
-        changed = _changed_input(spec, record)
+        changed = _changed_input(spec, record) or _changed_overrides(spec, record)
         if changed is not None:
             plan.changed[spec.name] = changed
             plan.to_prepare.append(spec)

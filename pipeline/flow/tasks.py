@@ -117,10 +117,15 @@ def _sources(spec: DatasetSpec) -> list[Source]:
     return out
 
 
-def _input_labels(spec: DatasetSpec) -> dict[str, str]:
-    """``band`` and ``lens`` of a multi-extension FITS dataset (recorded with it; absent for
-    other inputs, as in older stores)."""
-    return {k: v for k, v in (("band", spec.band), ("lens", spec.lens)) if v is not None}
+def _input_labels(spec: DatasetSpec) -> dict[str, Any]:
+    """``band`` and ``lens`` of a multi-extension FITS dataset (absent for other inputs, as in
+    older stores), and the dataset's per-dataset ``overrides`` (``{}`` for none; compared by
+    the next run's plan)."""
+    labels: dict[str, Any] = {
+        k: v for k, v in (("band", spec.band), ("lens", spec.lens)) if v is not None
+    }
+    labels["overrides"] = spec.overrides()
+    return labels
 
 
 def _psf(imaging: Imaging) -> Convolver:

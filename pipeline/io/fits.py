@@ -35,6 +35,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from pipeline.exc import FitsReadError, FitsWriteError
+from pipeline.io.files import not_a_regular_file
 
 __all__ = [
     "read_fits_array",
@@ -135,6 +136,9 @@ def _read_hdu(
 ) -> tuple[fits.Header, np.ndarray | None]:
     path = Path(file_path)
     where = _where(file_path, hdu, dataset)
+    odd = not_a_regular_file(path)  # never opened: a FIFO or /dev/zero would block forever
+    if odd is not None:
+        raise FitsReadError(f"{where}: the path {odd}; name a FITS file")
     try:
         # astropy only warns on checksum mismatch and on some truncations.
         with _warnings_as_errors():

@@ -27,6 +27,7 @@ import numpy as np
 from astropy.io import fits
 
 from pipeline.exc import FitsReadError
+from pipeline.io.files import not_a_regular_file
 from pipeline.io.fits import (
     _READ_ERRORS,
     HduKey,
@@ -183,11 +184,15 @@ def read_file_headers(
     Raises
     ------
     FitsReadError
-        Missing, empty, non-FITS or damaged file (the message names it), or pixels of an HDU in
+        Missing, empty, non-FITS or damaged file, a FIFO, device or folder (never opened; the
+        message names it), or pixels of an HDU in
         ``arrays`` that cannot be read.
     """
     path = Path(file_path)
     where = f"FITS file '{os.fspath(file_path)}'"
+    odd = not_a_regular_file(path)  # opening a FIFO or reading /dev/zero would never end
+    if odd is not None:
+        raise FitsReadError(f"{where} {odd}: name a FITS file")
     try:
         # our own handle: astropy leaks its file handle when open() fails part-way
         with open(path, "rb") as handle, fits.open(handle, lazy_load_hdus=True) as hdul:

@@ -82,7 +82,7 @@ def test_validate_lists_all_five_broken_inputs_in_seconds_and_starts_no_cluster(
     assert done.returncode == 2, done.stdout + done.stderr
     out = done.stdout
     assert "loaded: []" in out
-    assert "valid. 7 datasets found" in out
+    assert "config valid. 7 datasets found" in out
     assert "inputs: 21 files of 7 datasets read in" in out and "5 errors, 0 warnings" in out
     lines = [line.strip() for line in out.splitlines() if line.startswith("  error: ")]
     assert [line.split(":")[1].strip() for line in lines] == list(BROKEN)

@@ -151,7 +151,7 @@ def test_validate_and_run_agree_on_a_root_holding_a_store(tmp_path, capsys):
 
     capsys.readouterr()
     assert main(["validate", str(config_path)]) == 0
-    assert "valid. 7 datasets found" in capsys.readouterr().out
+    assert "config valid. 7 datasets found" in capsys.readouterr().out
     code = main(["run", str(config_path), "--no-progress"])
     stdout = capsys.readouterr().out
     assert code == 0, stdout

@@ -146,3 +146,28 @@ def test_hdus_of_a_missing_or_non_fits_file_exits_2(tmp_path, capsys):
     assert code == 2 and "empty.fits" in err
     with pytest.raises(FitsReadError, match="file not found"):
         read_file_headers(tmp_path / "nope.fits")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_fifo_or_device_is_refused_without_being_opened(tmp_path, capsys, kind):
+    """Opening a FIFO (no writer) or reading /dev/zero would never end: both are refused by
+    stat, by hdus, by the header reader and by the pixel reader."""
+    import os
+
+    from pipeline.io.fits import read_fits_array
+
+    if kind == "fifo":
+        path = tmp_path / "cutout.fits"
+        os.mkfifo(path)
+        what = "a FIFO (named pipe)"
+    else:
+        path, what = Path("/dev/zero"), "a character device"
+    capsys.readouterr()
+    assert main(["hdus", str(path)]) == 2
+    assert f"error: FITS file '{path}' is {what}, not a regular file" in capsys.readouterr().err
+    with pytest.raises(FitsReadError, match="not a regular file"):
+        read_file_headers(path)
+    with pytest.raises(FitsReadError) as err:
+        read_fits_array(path, dataset="lens_1")
+    assert f"the path is {what}, not a regular file; name a FITS file" in str(err.value)
+    assert "lens_1" in str(err.value)

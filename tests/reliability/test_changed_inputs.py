@@ -1,6 +1,7 @@
 """Inputs that changed: every run compares the size and mtime recorded for each input file of a
-prepared or complete dataset (then its sha256 when those differ); a dataset whose inputs changed
-is prepared again from the new files and counted; a file only touched (same bytes) is not."""
+prepared or complete dataset (then its sha256 when those differ), and its per-dataset settings (a
+manifest's mask_radius, ...); a dataset whose inputs changed is prepared again from the new files
+and counted; a file only touched (same bytes) is not."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from pipeline.flow.cluster import cluster_client
 from pipeline.flow.config import LocalClusterConfig, load_config
 from pipeline.flow.run import run_survey
+from pipeline.imaging import Mask2D
 from pipeline.io.fits import read_fits_array, write_fits_array
 from pipeline.io.store import dataset_attrs, open_imaging
 from pipeline.mock import simulate_survey
@@ -36,6 +38,13 @@ def _survey(folder):
 def _rows(manifest):
     with open(manifest, newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def _write_rows(manifest, rows):
+    with open(manifest, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def test_a_replaced_noise_map_is_prepared_again_and_counted(tmp_path, client):
@@ -90,16 +99,41 @@ def test_a_manifest_pointing_at_other_files_prepares_the_dataset_again(tmp_path,
     moved.parent.mkdir()
     shutil.copy(tmp_path / rows[2]["psf"], moved)
     rows[2]["psf"] = os.fspath(moved)
-    with open(manifest, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    _write_rows(manifest, rows)
     summary = run_survey(config, client=client, progress=False)
     assert (summary.changed_inputs, summary.complete, summary.skipped_complete) == (1, 1, 2)
     sources = {
         s["role"]: s["path"] for s in dataset_attrs(config.store_location, "lens_00042")["sources"]
     }
     assert sources["psf"] == os.fspath(moved)
+
+
+def test_an_edited_manifest_mask_radius_prepares_the_dataset_again(tmp_path, client):
+    """A manifest's per-dataset settings are recorded with each dataset (``overrides``): a
+    complete dataset whose row now says another mask_radius is not kept with the old mask."""
+    config = _survey(tmp_path)
+    assert run_survey(config, client=client, progress=False).exit_code == 0
+    store = config.store_location
+    manifest = tmp_path / "manifest.csv"
+    rows = _rows(manifest)
+    old = float(rows[1]["mask_radius"])
+    assert dataset_attrs(store, "lens_00041")["overrides"] == {"mask_radius": old}
+    before = open_imaging(store, "lens_00041").mask
+    rows[1]["mask_radius"] = str(old - 0.5)
+    _write_rows(manifest, rows)
+
+    second = run_survey(config, client=client, progress=False)
+    assert (second.changed_inputs, second.complete, second.skipped_complete) == (1, 1, 2)
+    assert dataset_attrs(store, "lens_00041")["overrides"] == {"mask_radius": old - 0.5}
+    after = open_imaging(store, "lens_00041").mask
+    want = Mask2D.circular(
+        shape_native=after.shape_native, pixel_scales=after.pixel_scales, radius=old - 0.5
+    )
+    np.testing.assert_array_equal(np.asarray(after), np.asarray(want))
+    assert after.pixels_in_mask < before.pixels_in_mask
+    # unchanged since: skipped
+    third = run_survey(config, client=client, progress=False)
+    assert (third.changed_inputs, third.skipped_complete) == (0, 3)
 
 
 def test_a_deleted_input_of_a_complete_dataset_is_reported_not_ignored(tmp_path, client):

@@ -87,6 +87,10 @@ class DatasetRecord:
     lens
         The lens of a multi-extension FITS input: the file's stem, as in the dataset name
         ``<lens>_<band>``; ``None`` for other inputs.
+    overrides
+        The per-dataset settings it was prepared with (a manifest's ``pixel_scale``,
+        ``mask_radius``, ``mask_centre``, ``bad_pixels``, a folder's ``pixel_scales_file``
+        value; ``{}`` for none); ``None`` in stores that predate recording them.
     raw
         Every attribute as recorded (JSON types), the keys above included.
     """
@@ -109,6 +113,7 @@ class DatasetRecord:
     bunit: str | None = None
     band: str | None = None
     lens: str | None = None
+    overrides: Mapping[str, Any] | None = None
     raw: Mapping[str, Any] = field(default_factory=_empty)
 
     @classmethod
@@ -136,6 +141,7 @@ class DatasetRecord:
             bunit=_text(raw.get("bunit")),
             band=_text(raw.get("band")),
             lens=_text(raw.get("lens")),
+            overrides=_mapping(raw["overrides"]) if "overrides" in raw else None,
             raw=raw,
         )
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.exc import InputFileError
+from pipeline.io.files import file_kind, not_a_regular_file
 
 __all__ = ["Source", "file_sha256", "not_a_regular_file", "source_changed"]
 
@@ -48,36 +49,11 @@ def _regular_stat(path: str | os.PathLike) -> os.stat_result:
         raise InputFileError(f"input file {os.fspath(path)!r} cannot be read: {err}") from err
     if not stat.S_ISREG(info.st_mode):
         raise InputFileError(
-            f"input file {os.fspath(path)!r} is {_file_kind(info.st_mode)}, not a regular file: "
+            f"input file {os.fspath(path)!r} is {file_kind(info.st_mode)}, not a regular file: "
             "only regular files are read (a FIFO or a device could block the run forever); "
             "give the path of the file itself"
         )
     return info
-
-
-def not_a_regular_file(path: str | os.PathLike) -> str | None:
-    """Why ``path`` cannot be an input file (it exists but is a FIFO, a device, a socket or a
-    folder; symbolic links are followed), or ``None`` for a regular file or a missing one (a
-    missing file is reported by the task that reads it, naming its dataset). Never opens it:
-    opening a FIFO or reading ``/dev/zero`` would block a run forever."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return None
-    except OSError as err:
-        return f"cannot be examined ({err.strerror or err})"
-    return None if stat.S_ISREG(mode) else f"is {_file_kind(mode)}, not a regular file"
-
-
-def _file_kind(mode: int) -> str:
-    kinds = (
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISFIFO, "a FIFO (named pipe)"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    )
-    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def _hash_regular_file(path: str | os.PathLike) -> tuple[str, os.stat_result]:
@@ -122,7 +98,7 @@ def source_changed(source: Source | Mapping[str, Any]) -> str | None:
     except OSError as err:
         return f"cannot be read: {err}"
     if not stat.S_ISREG(info.st_mode):
-        return f"{_file_kind(info.st_mode)}, not a regular file"
+        return f"{file_kind(info.st_mode)}, not a regular file"
     if source.size is not None and info.st_size != source.size:
         return f"size {source.size} -> {info.st_size}"
     if (
