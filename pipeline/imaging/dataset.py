@@ -361,13 +361,16 @@ class Imaging:
         *,
         backend: str = "jax",
         dtype: np.dtype | type = np.float64,
+        n_threads: int | None = None,
     ) -> Imaging:
         """A new dataset carrying its sparse operator W = H^T N^-1 H (JAX by default).
 
         W is computed exactly (negative entries kept) in batches of ``batch_size`` unmasked pixels
         (rows of W); ``backend`` may be ``"jax"``, ``"numba"`` or ``"numpy"``, all equal to
-        ~1e-15. ``dtype=np.float32`` stores float64-computed values in float32. Call it last:
-        ``apply_mask`` and ``apply_noise_scaling`` discard the operator.
+        ~1e-15. ``dtype=np.float32`` stores float64-computed values in float32. ``n_threads``
+        (default: every core this process may use) threads share the batches of the numpy and
+        numba backends, with the same result whatever the count (JAX sizes its own thread pool).
+        Call it last: ``apply_mask`` and ``apply_noise_scaling`` discard the operator.
         """
         from pipeline.operators import ImagingSparseOperator
 
@@ -383,12 +386,19 @@ class Imaging:
             backend=backend,
             batch_size=batch_size,
             dtype=dtype,
+            n_threads=n_threads,
         )
         return self._replace(sparse_operator=operator)
 
-    def apply_sparse_operator_cpu(self, *, dtype: np.dtype | type = np.float64) -> Imaging:
-        """As :meth:`apply_sparse_operator` with the numba CPU kernel."""
-        return self.apply_sparse_operator(batch_size=1024, backend="numba", dtype=dtype)
+    def apply_sparse_operator_cpu(
+        self, *, dtype: np.dtype | type = np.float64, n_threads: int | None = None
+    ) -> Imaging:
+        """As :meth:`apply_sparse_operator` with the fastest CPU kernel: the numpy backend (BLAS
+        products, or a DFT along x for kernels from 17x17), 1024 rows per batch, on ``n_threads``
+        threads (default: every core this process may use)."""
+        return self.apply_sparse_operator(
+            batch_size=1024, backend="numpy", dtype=dtype, n_threads=n_threads
+        )
 
     def trimmed_after_convolution_from(self, kernel_shape: tuple[int, int]) -> Imaging:
         """The dataset with ``ceil(k / 2) - 1`` pixels cut from every side (the border that PSF

@@ -9,11 +9,15 @@ Gathering each pixel's window of ``w = 1/sigma**2`` as a row ``patch_p[(a, ux)]`
 ``G_dy[(a, ux), dx] = K(a, ux) K(a - dy, ux - dx)``. Restricting to ``a >= dy`` (a suffix of the
 patch columns) leaves half of ``G_dy``'s entries zero (the ``ux - dx`` band): about twice the useful
 multiply-adds, at BLAS speed.
+
+Wide kernels take :mod:`pipeline.operators.dft_rows` instead (``method="auto"``): the same rows
+through a DFT along x, with far fewer multiply-adds (:func:`rows_method`).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -21,7 +25,39 @@ from numpy.lib.stride_tricks import sliding_window_view
 from pipeline.exc import OperatorError
 from pipeline.operators.inputs import OperatorInputs
 
-__all__ = ["band_matrices", "patches_from", "rows_numpy"]
+__all__ = [
+    "DFT_CROSSOVER",
+    "band_matrices",
+    "dft_advantage",
+    "patches_from",
+    "rows_method",
+    "rows_numpy",
+]
+
+#: The DFT's advantage in multiply-adds per row, ``ky kx / (6 kx + 4 ky)`` (the band products'
+#: ``(ky kx)**2`` over the DFT's ``ky kx (6 kx + 4 ky)``, up to constants), from which ``"auto"``
+#: takes the DFT: where it was faster on one core in ``benchmarks/operator.py`` (square kernels
+#: from 17x17 on; docs/operator.md).
+DFT_CROSSOVER = 1.6
+
+RowsMethod = Literal["auto", "band", "dft"]
+
+
+def dft_advantage(kernel_shape: tuple[int, int]) -> float:
+    """``ky kx / (6 kx + 4 ky)``: grows with the kernel; the DFT wins above :data:`DFT_CROSSOVER`."""
+    ky, kx = kernel_shape
+    return ky * kx / (6 * kx + 4 * ky)
+
+
+def rows_method(kernel_shape: tuple[int, int], method: RowsMethod = "auto") -> str:
+    """``"band"`` (products with the band matrices) or ``"dft"``: ``method`` itself, or for
+    ``"auto"`` the faster for this kernel shape (:func:`dft_advantage` at least
+    :data:`DFT_CROSSOVER`)."""
+    if method not in ("auto", "band", "dft"):
+        raise OperatorError(f"rows method must be 'auto', 'band' or 'dft', got {method!r}")
+    if method != "auto":
+        return method
+    return "dft" if dft_advantage(kernel_shape) >= DFT_CROSSOVER else "band"
 
 
 def band_matrices(kernel: np.ndarray) -> list[np.ndarray]:
@@ -70,15 +106,27 @@ def patches_from(inputs: OperatorInputs, start: int, stop: int) -> np.ndarray:
 
 
 def rows_numpy(
-    inputs: OperatorInputs, start: int, stop: int, out: np.ndarray | None = None
+    inputs: OperatorInputs,
+    start: int,
+    stop: int,
+    out: np.ndarray | None = None,
+    *,
+    method: RowsMethod = "auto",
 ) -> np.ndarray:
     """Rows ``[start, stop)`` of the band ``values`` (float64, ``(stop - start, n_offsets)``),
-    written into ``out`` if given (a C-contiguous float64 block of that shape)."""
+    written into ``out`` if given (a C-contiguous float64 block of that shape); ``method``: see
+    :func:`rows_method` (every method gives the same rows to ~1e-15 of max |W|)."""
     inputs.check_range(start, stop)
     ky, kx = inputs.kernel.shape
     layout = inputs.layout
     out = _output(out, stop - start, layout.n_offsets)
     if stop == start:
+        return out
+    if rows_method(inputs.kernel.shape, method) == "dft":
+        from pipeline.operators.dft_rows import rows_dft
+
+        rows_dft(inputs, start, stop, out)
+        out[~layout.valid(start, stop)] = 0.0
         return out
     patches = patches_from(inputs, start, stop)
     column = 0

@@ -115,10 +115,14 @@ class ImagingSparseOperator:
         backend: str = "numpy",
         batch_size: int = 1024,
         dtype: np.dtype | type = np.float64,
+        n_threads: int | None = 1,
     ) -> ImagingSparseOperator:
-        """Compute W for a dataset (rows in batches of ``batch_size``)."""
+        """Compute W for a dataset (rows in batches of ``batch_size``, on ``n_threads`` threads:
+        see :func:`~pipeline.operators.rows.compute_values`)."""
         inputs = OperatorInputs.from_noise_map(noise_map_native, mask, kernel)
-        values = compute_values(inputs, backend, batch_size=batch_size, dtype=dtype)
+        values = compute_values(
+            inputs, backend, batch_size=batch_size, dtype=dtype, n_threads=n_threads
+        )
         pwd = None if data_native is None else psf_weighted_data_from(data_native, inputs)
         return cls(values, inputs.layout, pwd)
 
