@@ -7,7 +7,11 @@ with 1 and 2 worker processes. Prints a Markdown table.
 * the machine's ceiling for that efficiency: two plain processes running the serial loop at once;
 * where the workers' time goes: operator kernels, store writes (each dataset's group and its
   operator batches), load (FITS, checks, masks, over-sampling), and the rest (scheduling, task
-  overhead, idle), as shares of workers x wall time; "outside" = load + the rest.
+  overhead, idle), as shares of workers x wall time; "outside" = load + the rest;
+* 2 workers against the ceiling: the LocalCluster's efficiency over the plain pair's;
+* Dask's own CPU per task: empty tasks submitted as the driver submits (``client.map`` in
+  groups, results taken in batches) on the same LocalCluster, CPU seconds of the driver process
+  (with the scheduler, which runs in it) and of the workers, divided by the tasks.
 
 Usage: ``python benchmarks/pipeline.py [--n 200] [--batch-size auto|2048] [--repeat 3] [--dir /dev/shm]``
 """
@@ -102,6 +106,39 @@ def parallel(config, n_workers: int, warmup) -> dict:
         "write": summary.write_seconds,
         "prepare": summary.prepare_seconds,
     }
+
+
+def _noop(index: int) -> int:
+    return index
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def dask_cpu_per_task(n_workers: int, n_tasks: int = 4000, group: int = 500) -> dict:
+    """Milliseconds of CPU per empty task: the driver process (client and scheduler) and the
+    workers, on a LocalCluster as the pipeline starts it."""
+    from distributed import as_completed
+
+    from pipeline.flow.cluster import cluster_client
+    from pipeline.flow.config import LocalClusterConfig
+
+    with cluster_client(LocalClusterConfig(n_workers=n_workers)) as client:
+        client.gather(client.map(_noop, range(200), pure=False))  # warm: connections, imports
+        driver = _cpu_seconds()
+        workers = sum(client.run(_cpu_seconds).values())
+        futures = []
+        for first in range(0, n_tasks, group):
+            futures += client.map(_noop, range(first, min(first + group, n_tasks)), pure=False)
+        for batch in as_completed(futures).batches():
+            client.gather(batch)
+        driver = _cpu_seconds() - driver
+        workers = sum(client.run(_cpu_seconds).values()) - workers
+    return {"driver_ms": 1000 * driver / n_tasks, "workers_ms": 1000 * workers / n_tasks}
 
 
 def _serial_here(folder: str, store: str, batch_size: int | str) -> dict:
@@ -216,6 +253,7 @@ def main() -> None:
         "dask1": ("LocalCluster, 1 worker", 1, 1),
         "dask2": ("LocalCluster, 2 workers", 2, 1),
     }
+    efficiencies: dict[str, float] = {}
     for key, (label, processes, surveys) in rows.items():
         # per round: efficiency against that round's serial time, shares of processes x wall
         rounds = []
@@ -227,11 +265,21 @@ def main() -> None:
             rounds.append([r["wall"], efficiency, *shares, 1.0 - sum(shares), outside])
         median = np.median(np.array(rounds), axis=0)
         wall, efficiency, kernel, write, prepare, other, outside = median
+        efficiencies[key] = efficiency
         print(
             f"| {label} | {processes} | {wall:.2f} | {surveys * args.n / wall:.1f} | "
             f"{efficiency:.0%} | {kernel:.0%} | {write:.0%} | {prepare:.0%} | {other:.0%} | "
             f"{outside:.0%} |"
         )
+    print(
+        f"\n2 workers against the ceiling (LocalCluster efficiency / plain pair's): "
+        f"{efficiencies['dask2'] / efficiencies['pair']:.0%}"
+    )
+    cost = dask_cpu_per_task(2)
+    print(
+        f"Dask's CPU per empty task, 2 workers: driver and scheduler {cost['driver_ms']:.2f} ms, "
+        f"workers {cost['workers_ms']:.2f} ms, total {cost['driver_ms'] + cost['workers_ms']:.2f} ms"
+    )
 
 
 if __name__ == "__main__":

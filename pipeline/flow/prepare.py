@@ -174,12 +174,11 @@ def prepare_dataset(spec: DatasetSpec, settings: PrepareSettings) -> PreparedDat
     (:func:`~pipeline.operators.precision.inverse_variance_from`); every error names the dataset
     and, where it comes from a file, the file and HDU.
     """
-    from pipeline.io.fits import read_fits_array, read_fits_header
+    from pipeline.io.fits import read_fits_array, read_fits_image
     from pipeline.operators.precision import inverse_variance_from
 
     name = spec.name
-    data = read_fits_array(spec.data.path, spec.data.hdu, dataset=name)
-    header = read_fits_header(spec.data.path, spec.data.hdu, dataset=name)
+    data, header = read_fits_image(spec.data.path, spec.data.hdu, dataset=name)
     noise = read_fits_array(spec.noise_map.path, spec.noise_map.hdu, dataset=name)
     kernel = read_fits_array(spec.psf.path, spec.psf.hdu, dataset=name)
     if data.shape != noise.shape:

@@ -14,12 +14,20 @@ SIGINT itself would print a ``KeyboardInterrupt`` traceback per process and die 
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
 from typing import Any
 
-__all__ = ["WORKER_DASK_CONFIG", "WORKER_ENVIRONMENT", "configure_worker", "dask_setup"]
+__all__ = [
+    "HEARTBEAT_FAILURE",
+    "WORKER_DASK_CONFIG",
+    "WORKER_ENVIRONMENT",
+    "ClosingHeartbeatFilter",
+    "configure_worker",
+    "dask_setup",
+]
 
 # Libraries size their thread pools at import: set before numba/JAX load in a worker process.
 WORKER_ENVIRONMENT: dict[str, str] = {
@@ -63,6 +71,31 @@ def configure_worker() -> None:
 
 def dask_setup(worker: Any) -> None:
     """Worker preload: ignore SIGINT (runs on the worker's event loop, in its main thread; a
-    worker restarted by its nanny runs it again)."""
+    worker restarted by its nanny runs it again), and keep the traceback of a heartbeat cut off
+    by the worker's own closing out of the run's output (:class:`ClosingHeartbeatFilter`)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker_logger = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, ClosingHeartbeatFilter) for f in worker_logger.filters):
+        worker_logger.addFilter(ClosingHeartbeatFilter(worker))
+
+
+#: Messages of ``distributed.worker`` that a heartbeat in flight logs, with a traceback, when the
+#: worker's own connections close under it (the driver closing the cluster after a stop signal).
+HEARTBEAT_FAILURE = "Failed to communicate with scheduler during heartbeat"
+
+
+class ClosingHeartbeatFilter(logging.Filter):
+    """Drops :data:`HEARTBEAT_FAILURE` records while the worker is closing or closed: the
+    cluster is being shut down on purpose and the run's output should end with its summary. The
+    same failure while the worker runs (a lost scheduler) is still logged."""
+
+    def __init__(self, worker: Any):
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith(HEARTBEAT_FAILURE):
+            return True
+        status = getattr(getattr(self.worker, "status", None), "name", "")
+        return status not in ("closing", "closed", "closing_gracefully", "failed")

@@ -40,6 +40,7 @@ from pipeline.io.files import not_a_regular_file
 __all__ = [
     "read_fits_array",
     "read_fits_header",
+    "read_fits_image",
     "pixel_scales_from_header",
     "write_fits_array",
     "write_fits_hdus",
@@ -202,6 +203,16 @@ def read_fits_array(
     data = _read_hdu(file_path, hdu, dataset, with_data=True)[1]
     assert data is not None  # with_data=True: read or raised
     return data
+
+
+def read_fits_image(
+    file_path: str | os.PathLike, hdu: HduKey = 0, *, dataset: str | None = None
+) -> tuple[np.ndarray, fits.Header]:
+    """:func:`read_fits_array` and :func:`read_fits_header` of one HDU with the file opened (and
+    its checksums verified) once: ``(data, header)``."""
+    header, data = _read_hdu(file_path, hdu, dataset, with_data=True)
+    assert data is not None  # with_data=True: read or raised
+    return data, header
 
 
 def read_fits_header(

@@ -114,6 +114,36 @@ class OperatorLayout:
         stop = self.n_pixels if stop is None else stop
         return self._band_windows(self._padded_slim_index, start, stop)
 
+    @cached_property
+    def _complete_rows(self) -> np.ndarray:
+        """``(ny, nx)`` bool: True where every offset of the pixel's row is an unmasked pixel
+        (its whole band window is unmasked), from a summed-area table of the padded mask."""
+        ry, rx = 2 * (self.kernel_shape[0] // 2), 2 * (self.kernel_shape[1] // 2)
+        unmasked = self._padded_unmasked.astype(np.int64)
+        table = np.zeros((unmasked.shape[0] + 1, unmasked.shape[1] + 1), dtype=np.int64)
+        table[1:, 1:] = unmasked.cumsum(axis=0).cumsum(axis=1)
+        ny, nx = self.mask.shape
+        h, w = ry + 1, 2 * rx + 1
+        counts = table[h : h + ny, w : w + nx] - table[:ny, w : w + nx] - table[h : h + ny, :nx]
+        counts += table[:ny, :nx]
+        return counts == h * w
+
+    def zero_invalid(self, values: np.ndarray, start: int, stop: int) -> None:
+        """Set ``values[i, o] = 0`` where offset ``o`` of row ``start + i`` is not an unmasked
+        pixel (the same entries as ``~valid(start, stop)``); rows whose whole band window is
+        unmasked, most of a mask's interior, are not looked at."""
+        rows = self.native_for_slim[start:stop]
+        edge = np.flatnonzero(~self._complete_rows[rows[:, 0], rows[:, 1]])
+        if edge.size == 0:
+            return
+        ry, rx = 2 * (self.kernel_shape[0] // 2), 2 * (self.kernel_shape[1] // 2)
+        windows = sliding_window_view(self._padded_unmasked, (ry + 1, 2 * rx + 1))
+        at = rows[edge]
+        valid = windows[at[:, 0], at[:, 1]].reshape(edge.size, -1)[:, rx:]
+        block = values[edge]
+        block[~valid] = 0.0
+        values[edge] = block
+
     def valid(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """``(stop - start, n_offsets)`` bool: True where ``native(i) + offsets[o]`` is an
         unmasked pixel (1 byte per entry: cheap enough for every batch)."""

@@ -126,7 +126,7 @@ def rows_numpy(
         from pipeline.operators.dft_rows import rows_dft
 
         rows_dft(inputs, start, stop, out)
-        out[~layout.valid(start, stop)] = 0.0
+        layout.zero_invalid(out, start, stop)
         return out
     patches = patches_from(inputs, start, stop)
     column = 0
@@ -134,5 +134,5 @@ def rows_numpy(
         width = g.shape[1]
         np.matmul(patches[:, dy * kx :], g, out=out[:, column : column + width])
         column += width
-    out[~layout.valid(start, stop)] = 0.0
+    layout.zero_invalid(out, start, stop)
     return out

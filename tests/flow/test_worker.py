@@ -134,3 +134,41 @@ def test_dask_setup_ignores_sigint_in_the_main_thread_only():
         """
     )
     assert found == {"unchanged_from_a_thread": True, "ignored": True, "sigterm_default": True}
+
+
+def _has_heartbeat_filter() -> bool:
+    import logging
+
+    from pipeline.flow.worker import ClosingHeartbeatFilter
+
+    return any(
+        isinstance(f, ClosingHeartbeatFilter)
+        for f in logging.getLogger("distributed.worker").filters
+    )
+
+
+def test_a_heartbeat_cut_off_by_closing_is_dropped_and_one_while_running_is_kept():
+    import logging
+    from types import SimpleNamespace
+
+    from distributed.core import Status
+
+    from pipeline.flow.cluster import cluster_client
+    from pipeline.flow.config import LocalClusterConfig
+    from pipeline.flow.worker import HEARTBEAT_FAILURE, ClosingHeartbeatFilter
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord(
+            "distributed.worker", logging.ERROR, __file__, 1, message, (), None
+        )
+
+    worker = SimpleNamespace(status=Status.running)
+    keeps = ClosingHeartbeatFilter(worker).filter
+    assert keeps(record(HEARTBEAT_FAILURE + "."))  # a lost scheduler while running: shown
+    for status in (Status.closing, Status.closed, Status.closing_gracefully, Status.failed):
+        worker.status = status
+        assert not keeps(record(HEARTBEAT_FAILURE + "."))
+        assert keeps(record("Compute Failed"))  # every other record is kept
+    # the embedded cluster's workers run the preload that installs it
+    with cluster_client(LocalClusterConfig(n_workers=1)) as client:
+        assert list(client.run(_has_heartbeat_filter).values()) == [True]

@@ -17,6 +17,7 @@ from pipeline.io.fits import (
     pixel_scales_from_header,
     read_fits_array,
     read_fits_header,
+    read_fits_image,
     write_fits_array,
     write_fits_hdus,
 )
@@ -579,3 +580,16 @@ def test_damaged_compressed_tile(tmp_path, compression, checksum, expected):
     raw[len(raw) // 2] ^= 0xFF
     path.write_bytes(bytes(raw))
     assert expected in _read_error(path, 0)
+
+
+def test_read_fits_image_is_the_array_and_the_header_from_one_open(tmp_path):
+    path = tmp_path / "mef.fits"
+    science = np.arange(12.0).reshape(3, 4)
+    write_fits_hdus(path, {"SCI": science, "RMS": np.ones((3, 4))}, pixel_scales=0.05)
+    data, header = read_fits_image(path, "SCI", dataset="lens1")
+    np.testing.assert_array_equal(data, science)
+    np.testing.assert_array_equal(data, read_fits_array(path, "SCI"))
+    assert header == read_fits_header(path, "SCI")
+    assert header["EXTNAME"] == "SCI" and header["PIXSCAX"] == header["PIXSCAY"] == 0.05
+    with pytest.raises(FitsReadError, match=r"lens1.*no such HDU; available HDUs: .*'SCI'"):
+        read_fits_image(path, "FLAG", dataset="lens1")

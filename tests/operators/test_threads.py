@@ -117,3 +117,26 @@ def test_the_dataset_methods_take_n_threads():
     np.testing.assert_allclose(numba.values, one.values, rtol=0, atol=1e-13 * abs(one.values).max())
     with pytest.raises(OperatorError, match="n_threads"):
         ds.apply_sparse_operator_cpu(n_threads=0)
+
+
+@pytest.mark.parametrize("kernel_shape", [(1, 1), (3, 5), (7, 3), (9, 9)])
+def test_zero_invalid_zeroes_exactly_the_invalid_offsets(kernel_shape):
+    """Rows whose band window is all unmasked are skipped: the result equals zeroing
+    ``~valid`` everywhere, on a mask with holes, a slit and unmasked pixels at every edge."""
+    from pipeline.operators import OperatorLayout
+
+    rng = np.random.default_rng(11)
+    mask = rng.random((41, 53)) < 0.004
+    mask[10, 3:20] = True
+    mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = False
+    layout = OperatorLayout(mask, kernel_shape)
+    n = layout.n_pixels
+    values = rng.normal(size=(n, layout.n_offsets))
+    expected = values.copy()
+    expected[~layout.valid(0, n)] = 0.0
+    complete = layout._complete_rows[~mask]
+    assert complete.any() and (kernel_shape == (1, 1) or not complete.all())  # both kinds
+    for start, stop in ((0, n), (5, 97), (n - 1, n)):
+        got = values[start:stop].copy()
+        layout.zero_invalid(got, start, stop)
+        np.testing.assert_array_equal(got, expected[start:stop])
