@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,13 +74,26 @@ def cluster_security(config: LocalClusterConfig | AddressCluster | JobqueueClust
     )
 
 
-def _jobqueue_cluster(config: JobqueueCluster):
+def _import_jobqueue(kind: str):
+    """``dask_jobqueue``, imported without its side effect on this process: its ``runner``
+    module replaces the SIGINT handler with ``sys.exit()`` when imported, so a Ctrl-C of the run
+    ended the driver with exit status 0 and no summary. The handler in place before (the run's
+    :class:`~pipeline.flow.signals.StopSignals`) is put back."""
+    previous = signal.getsignal(signal.SIGINT)
     try:
         import dask_jobqueue
     except ImportError:
         raise ConfigError(
-            f"cluster.kind {config.kind!r} needs dask-jobqueue: pip install dask-jobqueue"
+            f"cluster.kind {kind!r} needs dask-jobqueue: pip install dask-jobqueue"
         ) from None
+    finally:
+        if previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, previous)
+    return dask_jobqueue
+
+
+def _jobqueue_cluster(config: JobqueueCluster):
+    dask_jobqueue = _import_jobqueue(config.kind)
     cls = dask_jobqueue.SLURMCluster if config.kind == "slurm" else dask_jobqueue.PBSCluster
     options = dict(config.options)
     prologue = [f"export {k}='{v}'" for k, v in WORKER_ENVIRONMENT.items()]
@@ -109,6 +123,72 @@ def job_script(config: JobqueueCluster) -> str:
         return cluster.job_script()
     finally:
         cluster.close()
+
+
+# seconds the batch system's submit command may take for all the jobs: sbatch or qsub answer
+# within a second when the controller does (sbatch retries an unreachable one for a minute)
+SUBMIT_TIMEOUT = 300.0
+
+
+def _submit_jobs(cluster, config: JobqueueCluster) -> None:
+    """Submit the ``config.jobs`` batch jobs of a dask-jobqueue cluster and wait for the submit
+    commands to return (not for the jobs to start).
+
+    Raises
+    ------
+    ClusterError
+        A submission failed (an unknown partition or account, a batch system that is not
+        configured, no submit command), quoting the command's error output, or the submissions
+        took longer than ``SUBMIT_TIMEOUT`` (at most ``cluster.start_timeout``) seconds.
+    """
+    # JobQueueCluster.scale(jobs=...) submits in the background and only logs a failed
+    # submission: the run then waited cluster.start_timeout for workers that could never come
+    while len(cluster.worker_spec) < config.jobs:
+        cluster.worker_spec.update(cluster.new_worker_spec())
+    command = getattr(cluster.job_cls, "submit_command", None) or "the submit command"
+    timeout = min(SUBMIT_TIMEOUT, config.start_timeout)
+    try:
+        cluster.sync(cluster._correct_state, callback_timeout=timeout)
+    except (TimeoutError, OSError, RuntimeError, ValueError) as err:
+        # dask-jobqueue: RuntimeError for an exit status other than 0, ValueError for an output
+        # without a job id; FileNotFoundError for no such command
+        _mark_unsubmitted_failed(cluster)
+        if isinstance(err, TimeoutError):
+            reason = (
+                f"{command} did not return within {timeout:g} s: is the batch system's "
+                "controller reachable from this machine?"
+            )
+        elif isinstance(err, OSError):
+            reason = (
+                f"cannot run {command} ({err}): run lenspipe where the batch system's commands "
+                "are installed (a login node)"
+            )
+        else:
+            reason = (
+                f"the job submission failed; {command} said:\n{_command_errors(str(err))}\n"
+                "check cluster.options (queue, account, memory, walltime) against the batch "
+                "system's limits"
+            )
+        raise ClusterError(f"cluster.kind {config.kind}: {reason}; nothing was computed") from None
+
+
+def _mark_unsubmitted_failed(cluster) -> None:
+    """Mark the jobs whose submission failed (no job id) as failed: a job is never told it did
+    not start, and a cluster refuses to close (an assertion) while one still says ``created``.
+    The jobs that were submitted are cancelled when the cluster closes."""
+    from distributed.core import Status
+
+    # a job is in `workers` once every submission has returned, in `_created` from the start
+    for job in {*cluster.workers.values(), *getattr(cluster, "_created", ())}:
+        if getattr(job, "job_id", None) is None:
+            job.status = Status.failed
+
+
+def _command_errors(message: str) -> str:
+    """The error output of a failed submit command, from dask-jobqueue's message (which also
+    gives the exit status, the command line and the standard output), or the message itself."""
+    _, found, stderr = message.partition("stderr:\n")
+    return stderr.strip() if found and stderr.strip() else message.strip()
 
 
 def _local_cluster(config: LocalClusterConfig):
@@ -185,8 +265,9 @@ def cluster_client(
         cluster = _local_cluster(config)
     else:
         cluster = _jobqueue_cluster(config)
-        cluster.scale(jobs=config.jobs)
     try:
+        if isinstance(config, JobqueueCluster):
+            _submit_jobs(cluster, config)
         client = Client(cluster)  # takes the cluster's security
         if getattr(config, "dashboard", False):
             print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)

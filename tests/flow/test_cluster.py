@@ -4,6 +4,8 @@ credentials for every kind of cluster."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -155,3 +157,38 @@ def test_jobqueue_cluster_with_tls_files(tmp_path):
     assert "--protocol tls://" in script
     for flag, key in (("--tls-ca-file", "ca_file"), ("--tls-cert", "cert"), ("--tls-key", "key")):
         assert f"{flag} {files[key]}" in script
+
+
+def test_importing_dask_jobqueue_keeps_the_sigint_handler():
+    """dask-jobqueue replaces the SIGINT handler with ``sys.exit()`` when imported (a Ctrl-C of
+    a SLURM run then ended it with status 0 and no summary); the run's handler stays in place.
+    In a fresh interpreter: this one may have imported dask_jobqueue already."""
+    code = (
+        "import signal, sys\n"
+        "def mine(signum, frame): pass\n"
+        "signal.signal(signal.SIGINT, mine)\n"
+        "from pipeline.flow.cluster import _import_jobqueue\n"
+        "_import_jobqueue('slurm')\n"
+        "assert 'dask_jobqueue.runner' in sys.modules\n"
+        "assert signal.getsignal(signal.SIGINT) is mine, signal.getsignal(signal.SIGINT)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_missing_submit_command_ends_the_run(tmp_path, monkeypatch, capsys):
+    """``kind: slurm`` where there is no ``sbatch``: exit 2 at once, naming the command (the run
+    used to wait ``cluster.start_timeout`` for workers). The SLURM tests
+    (tests/flow/test_slurm.py) check a failing ``sbatch`` on a real cluster."""
+    from pipeline.cli import main
+
+    config_path = simulate_survey(tmp_path / "mock", 1, seed=3, shape_range=(40, 44))
+    data = yaml.safe_load(config_path.read_text())
+    data["cluster"] = {"kind": "slurm", "options": {"cores": 1, "memory": "1GB"}}
+    data["run"]["progress"] = False
+    config_path.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("PATH", str(tmp_path / "no-commands"))  # no sbatch on it
+    assert main(["run", str(config_path)]) == 2
+    error = capsys.readouterr().err
+    assert "cluster.kind slurm: cannot run sbatch" in error
+    assert "No such file or directory" in error and "nothing was computed" in error
