@@ -10,7 +10,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,9 +18,8 @@ import yaml
 
 from pipeline.cli import main
 from tests.flow.slurm import Slurm, slurm_commands
-from tests.reliability.support import assert_stores_equal, summary_counts
+from tests.reliability.support import LENSPIPE, assert_stores_equal, run_cli, summary_counts
 
-LENSPIPE = str(Path(sys.executable).with_name("lenspipe"))
 RUN_TIMEOUT = 240.0  # seconds for one `lenspipe run` (about 10 here)
 JOB_TIMEOUT = 60.0  # seconds for the worker job to be RUNNING after the run started
 
@@ -65,14 +63,7 @@ def _slurm_cluster(slurm: Slurm, folder: Path, **options) -> dict:
 
 def _run(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """``lenspipe run CONFIG --no-progress`` to the end, from the config's folder."""
-    return subprocess.run(
-        [LENSPIPE, "run", str(config), "--no-progress"],
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        env=env,
-        cwd=config.parent,
-    )
+    return run_cli(config, timeout=RUN_TIMEOUT, env=env, cwd=config.parent)
 
 
 def test_the_cluster_runs_a_batch_job(slurm: Slurm, tmp_path):

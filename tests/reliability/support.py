@@ -167,13 +167,16 @@ def start_run(config: Path, log_dir: Path, label: str, *extra: str) -> subproces
         err.close()
 
 
-def run_cli(config: Path, *extra: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    """``lenspipe run CONFIG --no-progress`` to completion."""
+def run_cli(
+    config: Path, *extra: str, timeout: float = 240, **popen
+) -> subprocess.CompletedProcess:
+    """``lenspipe run CONFIG --no-progress`` to completion (``popen``: e.g. ``env``, ``cwd``)."""
     return subprocess.run(
         [LENSPIPE, "run", str(config), "--no-progress", *extra],
         capture_output=True,
         text=True,
         timeout=timeout,
+        **popen,
     )
 
 
