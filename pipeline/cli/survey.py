@@ -250,8 +250,12 @@ def _dry_run(config: Config, overwrite: bool | tuple[str, ...]) -> None:
         n = cluster.n_workers or default_n_workers()
         click.echo(f"cluster: embedded LocalCluster, {n} worker process(es)")
     if isinstance(cluster, JobqueueCluster):
-        click.echo(f"\n{cluster.kind.upper()} job script ({cluster.jobs} job(s)):\n")
-        click.echo(job_script(cluster))
+        jobs = f"{cluster.jobs} job(s)"
+        if cluster.adapt is not None:
+            jobs = f"adaptive: {cluster.adapt.minimum} to {cluster.adapt.maximum} job(s)"
+        script = job_script(cluster)
+        click.echo(f"\n{cluster.kind.upper()} job script ({jobs}):\n")
+        click.echo(script)
     _check_inputs(config, found.specs, len(problems))
 
 

@@ -92,9 +92,24 @@ def _import_jobqueue(kind: str):
     return dask_jobqueue
 
 
+def _check_job_size(config: JobqueueCluster) -> None:
+    """``cores`` and ``memory`` per job, from ``cluster.options`` or dask-jobqueue's own config
+    (``jobqueue.slurm.cores``, ...); raises :class:`ConfigError` naming the missing one (a
+    cluster refusing them half-way through its construction cannot be closed)."""
+    for key, example in (("cores", "16"), ("memory", "64GB")):
+        if config.options.get(key) is None:
+            if dask.config.get(f"jobqueue.{config.kind}.{key}", None) is None:
+                raise ConfigError(
+                    f"cluster.options.{key}: required for kind {config.kind} (per batch job, "
+                    f"e.g. {key}: {example}), or set jobqueue.{config.kind}.{key} in Dask's "
+                    "config"
+                )
+
+
 def _jobqueue_cluster(config: JobqueueCluster):
     dask_jobqueue = _import_jobqueue(config.kind)
     cls = dask_jobqueue.SLURMCluster if config.kind == "slurm" else dask_jobqueue.PBSCluster
+    _check_job_size(config)
     options = dict(config.options)
     prologue = [f"export {k}='{v}'" for k, v in WORKER_ENVIRONMENT.items()]
     options["job_script_prologue"] = [*prologue, *options.get("job_script_prologue", [])]
@@ -112,7 +127,8 @@ def _jobqueue_cluster(config: JobqueueCluster):
         options["security"] = security
     try:
         return cls(**options)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
+        # TypeError: an unknown option; ValueError: a value it cannot read
         raise ConfigError(f"cluster.options: {err}") from None
 
 
@@ -131,8 +147,9 @@ SUBMIT_TIMEOUT = 300.0
 
 
 def _submit_jobs(cluster, config: JobqueueCluster) -> None:
-    """Submit the ``config.jobs`` batch jobs of a dask-jobqueue cluster and wait for the submit
-    commands to return (not for the jobs to start).
+    """Submit the first batch jobs of a dask-jobqueue cluster (``config.first_jobs``: ``jobs``,
+    or the minimum of ``adapt``, at least one) and wait for the submit commands to return (not
+    for the jobs to start).
 
     Raises
     ------
@@ -143,7 +160,7 @@ def _submit_jobs(cluster, config: JobqueueCluster) -> None:
     """
     # JobQueueCluster.scale(jobs=...) submits in the background and only logs a failed
     # submission: the run then waited cluster.start_timeout for workers that could never come
-    while len(cluster.worker_spec) < config.jobs:
+    while len(cluster.worker_spec) < config.first_jobs:
         cluster.worker_spec.update(cluster.new_worker_spec())
     command = getattr(cluster.job_cls, "submit_command", None) or "the submit command"
     timeout = min(SUBMIT_TIMEOUT, config.start_timeout)
@@ -170,6 +187,16 @@ def _submit_jobs(cluster, config: JobqueueCluster) -> None:
                 "system's limits"
             )
         raise ClusterError(f"cluster.kind {config.kind}: {reason}; nothing was computed") from None
+
+
+def _start_jobs(cluster, config: JobqueueCluster) -> None:
+    """The first jobs (:func:`_submit_jobs`: a failing submission ends the run at once), then,
+    with ``cluster.adapt``, dask-jobqueue's adaptive scaling between its minimum and maximum
+    jobs. Adaptive submissions happen in the background: one that fails later (a limit on
+    queued jobs reached) is only logged, and the run goes on with the jobs it has."""
+    _submit_jobs(cluster, config)
+    if config.adapt is not None:
+        cluster.adapt(minimum_jobs=config.adapt.minimum, maximum_jobs=config.adapt.maximum)
 
 
 def _mark_unsubmitted_failed(cluster) -> None:
@@ -267,7 +294,7 @@ def cluster_client(
         cluster = _jobqueue_cluster(config)
     try:
         if isinstance(config, JobqueueCluster):
-            _submit_jobs(cluster, config)
+            _start_jobs(cluster, config)
         client = Client(cluster)  # takes the cluster's security
         if getattr(config, "dashboard", False):
             print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)

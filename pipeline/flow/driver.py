@@ -405,9 +405,10 @@ class Driver:
             raise _Stop(
                 f"no Dask worker was alive for {self.settings.start_timeout:g} s "
                 "(cluster.start_timeout): the workers could not start or all died (a "
-                "memory_limit below what a worker needs? batch jobs that never start, or a "
-                "failing job submission: see the scheduler's log). The store is consistent: fix "
-                "the cluster and re-run to resume",
+                "memory_limit below what a worker needs? batch jobs still queued, cancelled "
+                "(scancel, qdel), preempted or past their walltime? see the jobs' logs, "
+                "cluster.options.log_directory). The store is consistent: fix the cluster and "
+                "re-run to resume",
                 1,
             )
         timeout = self.settings.task_timeout

@@ -253,6 +253,36 @@ def test_dry_run_prints_the_job_script(good_run, capsys, kind, directive):
         assert "complete" not in list_datasets(store).values()
 
 
+def test_dry_run_names_the_adaptive_range(good_run, capsys):
+    config, _ = good_run
+    cluster = {
+        "kind": "slurm",
+        "adapt": {"minimum": 1, "maximum": 8},
+        "options": {"cores": 2, "memory": "8GB"},
+    }
+    dry = config.parent / "adaptive.yaml"
+    dry.write_text(config.read_text())
+    edit_yaml(dry, cluster=cluster, output={"store": "dry-adaptive.zarr"})
+    code, stdout, err = cli(capsys, "run", dry, "--dry-run")
+    assert code == 0, err
+    assert "SLURM job script (adaptive: 1 to 8 job(s))" in stdout
+    assert "#SBATCH --cpus-per-task=2" in stdout
+
+
+def test_dry_run_without_memory_is_a_config_error(good_run, capsys):
+    """Options without ``memory``: exit 2 naming the key (dask-jobqueue's ValueError was an
+    "unexpected error", exit 1)."""
+    config, _ = good_run
+    dry = config.parent / "no-memory.yaml"
+    dry.write_text(config.read_text())
+    cluster = {"kind": "slurm", "options": {"cores": 2}}
+    edit_yaml(dry, cluster=cluster, output={"store": "dry-no-memory.zarr"})
+    code, stdout, err = cli(capsys, "run", dry, "--dry-run")
+    assert code == 2, stdout + err
+    assert "error: cluster.options.memory: required for kind slurm (per batch job" in err
+    assert "job script" not in stdout
+
+
 def test_dry_run_on_an_existing_store(good_run, capsys):
     config, _ = good_run
     code, stdout, _ = cli(capsys, "run", config, "--dry-run")

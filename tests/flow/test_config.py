@@ -519,6 +519,8 @@ BOUNDS = [
     (ADDRESS, "cluster.start_timeout", WEEK, WEEK + 1),
     (SLURM, "cluster.jobs", 10_000, 10_001),
     (SLURM, "cluster.start_timeout", WEEK, WEEK + 1),
+    ({**SLURM, "adapt": {"maximum": 1}}, "cluster.adapt.maximum", 10_000, 10_001),
+    ({**SLURM, "adapt": {"maximum": 10_000}}, "cluster.adapt.minimum", 10_000, 10_001),
     (None, "sparse_operator.batch_size", 2**20, 2**20 + 1),
     (None, "sparse_operator.memory_budget_mb", 2**20, 2**20 + 1),
     (None, "mask.radius", 1e5, 1.0001e5),
@@ -536,6 +538,37 @@ def _bounded(start, key, value) -> dict:
     section = key.split(".")[0]
     data = with_(MINIMAL, section, start) if start is not None else MINIMAL
     return with_(data, key, value)
+
+
+def test_adapt_scales_between_minimum_and_maximum_jobs():
+    adaptive = {**SLURM, "adapt": {"maximum": 4}}
+    cluster = config_from_dict(with_(MINIMAL, "cluster", adaptive)).cluster
+    assert (cluster.adapt.minimum, cluster.adapt.maximum) == (0, 4)
+    assert cluster.first_jobs == 1  # one job at once: a failing submission is seen at once
+    adaptive["adapt"] = {"minimum": 3, "maximum": 3}
+    assert config_from_dict(with_(MINIMAL, "cluster", adaptive)).cluster.first_jobs == 3
+    fixed = config_from_dict(with_(MINIMAL, "cluster", {**SLURM, "jobs": 5})).cluster
+    assert fixed.adapt is None and fixed.first_jobs == 5
+
+
+@pytest.mark.parametrize(
+    ("adapt", "words"),
+    [
+        ({"minimum": 3, "maximum": 2}, "minimum (3) must be at most maximum (2)"),
+        ({"minimum": 0, "maximum": 0}, "cluster.adapt.maximum: Input should be greater than or"),
+        ({"minimum": -1, "maximum": 2}, "cluster.adapt.minimum: Input should be greater than or"),
+        ({"minimum": 1}, "cluster.adapt.maximum"),
+        ({"maximum": 2, "max": 3}, "cluster.adapt.max"),
+    ],
+)
+def test_bad_adapt_is_refused(adapt, words):
+    message = error_of(with_(MINIMAL, "cluster", {**SLURM, "adapt": adapt}))
+    assert words in message, message
+
+
+def test_jobs_and_adapt_are_exclusive():
+    message = error_of(with_(MINIMAL, "cluster", {**SLURM, "jobs": 2, "adapt": {"maximum": 4}}))
+    assert "give either jobs (a fixed number of batch jobs) or adapt" in message, message
 
 
 @pytest.mark.parametrize(("start", "key", "largest", "refused"), BOUNDS, ids=[b[1] for b in BOUNDS])

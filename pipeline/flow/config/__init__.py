@@ -23,6 +23,7 @@ from pipeline.flow.config.base import (
     brief_repr,
 )
 from pipeline.flow.config.cluster import (
+    AdaptJobs,
     AddressCluster,
     ClusterConfig,
     JobqueueCluster,
@@ -59,6 +60,7 @@ __all__ = [
     "MAX_SUB_SIZE",
     "MAX_YAML_ALIASES",
     "MAX_YAML_NODES",
+    "AdaptJobs",
     "AdaptiveOverSampling",
     "AddressCluster",
     "AnnularMask",

@@ -17,6 +17,7 @@ from pipeline.flow.config.base import (
 )
 
 __all__ = [
+    "AdaptJobs",
     "AddressCluster",
     "ClusterConfig",
     "JobqueueCluster",
@@ -158,6 +159,32 @@ class AddressCluster(_Model):
         return self
 
 
+MAX_JOBS = 10_000
+
+
+class AdaptJobs(_Model):
+    """Adaptive scaling of a SLURM/PBS cluster: between ``minimum`` and ``maximum`` batch jobs,
+    following the work left (dask-jobqueue's ``cluster.adapt(minimum_jobs=..., maximum_jobs=...)``):
+    more jobs while many tasks wait, idle jobs released (cancelled) as the survey's tail
+    shrinks."""
+
+    minimum: Int = Field(
+        0,
+        ge=0,
+        le=MAX_JOBS,
+        description="Jobs kept even when no task waits (0: release every idle job).",
+    )
+    maximum: Int = Field(
+        ge=1, le=MAX_JOBS, description="Most jobs submitted at once (at least 1, at most 10000)."
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> AdaptJobs:
+        if self.minimum > self.maximum:
+            raise ValueError(f"minimum ({self.minimum}) must be at most maximum ({self.maximum})")
+        return self
+
+
 class JobqueueCluster(_Model):
     """SLURM or PBS via dask-jobqueue; ``options`` are passed to SLURMCluster/PBSCluster."""
 
@@ -165,8 +192,14 @@ class JobqueueCluster(_Model):
     jobs: Int = Field(
         1,
         ge=1,
-        le=10_000,
-        description="Number of batch jobs to start (cluster.scale(jobs=...)); at most 10000.",
+        le=MAX_JOBS,
+        description="Number of batch jobs to start (cluster.scale(jobs=...)); at most 10000. "
+        "Not with `adapt`.",
+    )
+    adapt: AdaptJobs | None = Field(
+        None,
+        description="`{minimum, maximum}` jobs: scale with the work left instead of a fixed "
+        "number of `jobs` (give one or the other).",
     )
     options: dict[str, Any] = Field(default_factory=dict)
     security: SecuritySetting = Field(
@@ -180,6 +213,21 @@ class JobqueueCluster(_Model):
     @classmethod
     def _security(cls, value):
         return _no_temporary_tls(value, "slurm or pbs")
+
+    @model_validator(mode="after")
+    def _jobs_or_adapt(self) -> JobqueueCluster:
+        if self.adapt is not None and "jobs" in self.model_fields_set:
+            raise ValueError(
+                "give either jobs (a fixed number of batch jobs) or adapt (a range: "
+                "{minimum, maximum}), not both"
+            )
+        return self
+
+    @property
+    def first_jobs(self) -> int:
+        """The jobs submitted before the run starts: ``jobs``, or with ``adapt`` its minimum
+        (at least one: the cluster is only started when there is work)."""
+        return self.jobs if self.adapt is None else max(1, self.adapt.minimum)
 
     @field_validator("options")
     @classmethod
