@@ -88,10 +88,16 @@ BASE_ARRAYS = (
     "over_sample_size_pixelization",
     "grid",
 )
+# the temporary file Zarr's local store writes a key to before renaming it into place
+# (``zarr.json`` -> ``zarr.<uuid hex>.partial``, ``c/0/3`` -> ``c/0/3.<uuid hex>.partial``): a
+# worker killed in between (scancel, a node lost) leaves it behind
+_PARTIAL = r"(?:\.[0-9a-f]{32}\.partial)"
 # the keys a dataset group holds, relative to it: documents and chunks of its arrays and of its
-# operator's arrays (what write_dataset_arrays may erase when the group document is torn)
+# operator's arrays, and their temporary files (what write_dataset_arrays may erase when the
+# group document is torn)
 DATASET_KEY = re.compile(
-    r"zarr\.json|(?:sparse_operator/)?[A-Za-z0-9_]+/(?:zarr\.json|c(?:/[0-9]+)*)"
+    rf"zarr(?:\.json|{_PARTIAL})"
+    rf"|(?:sparse_operator/)?[A-Za-z0-9_]+/(?:zarr(?:\.json|{_PARTIAL})|c(?:/[0-9]+)*{_PARTIAL}?)"
 )
 # the repair advice of every damage message
 REPAIR = "rerun `lenspipe run CONFIG --verify` to repair it"

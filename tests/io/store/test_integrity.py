@@ -254,6 +254,7 @@ def test_recreate_never_overwrites_what_is_not_a_dataset_group(quick_location, o
     raw_put(loc, "datasets/a_file", b"precious bytes")
     raw_put(loc, "datasets/mixed/notes.txt", b"precious notes")
     raw_put(loc, "datasets/mixed/data/zarr.json", b"{}")
+    raw_put(loc, "datasets/mixed/data/zarr.0123456789abcdef0123456789abcdef.partial", b"{")
     before = {key: raw_get(loc, key) for key in raw_keys(loc, "datasets/")}
     for name, why in (
         ("an_array", "is a Zarr array, not a dataset group"),
@@ -288,10 +289,25 @@ def test_recreate_and_mark_failed_repair_a_torn_dataset(quick_location, imaging,
     assert dataset_status(loc.location, "torn", **kw(loc)) == "preparing"
     assert not any("sparse_operator" in key for key in raw_keys(loc, "datasets/torn/"))
     mark_failed(root, "headless", "DamagedDatasetError: lost")
+    # a prepare killed while Zarr wrote a key (its temporary file left beside it) is torn too
+    write_complete(loc, imaging, "killed")
+    raw_delete(loc, "datasets/killed/zarr.json")
+    uid = "0123456789abcdef0123456789abcdef"
+    leftovers = [f"zarr.{uid}.partial", f"mask/zarr.{uid}.partial", f"data/c/0/1.{uid}.partial"]
+    leftovers += [f"sparse_operator/batches_done/c/3.{uid}.partial"]
+    for key in leftovers:
+        raw_put(loc, f"datasets/killed/{key}", b"half")
+    write_dataset_arrays(root, "killed", other_imaging, recreate=True)
+    assert not any(key.endswith(".partial") for key in raw_keys(loc, "datasets/killed/"))
+    assert dataset_status(loc.location, "killed", **kw(loc)) == "preparing"
     assert dataset_attrs(loc.location, "headless", **kw(loc))["error"] == (
         "DamagedDatasetError: lost"
     )
-    assert list_datasets(loc.location, **kw(loc)) == {"headless": "failed", "torn": "preparing"}
+    assert list_datasets(loc.location, **kw(loc)) == {
+        "headless": "failed",
+        "killed": "preparing",
+        "torn": "preparing",
+    }
     # a complete dataset recorded failed keeps its other attributes
     write_complete(loc, imaging, "good")
     mark_failed(root, "good", "changed inputs")
