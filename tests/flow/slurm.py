@@ -35,7 +35,17 @@ from pathlib import Path
 import pytest
 
 INSTALL = "apt-get install -y slurm-wlm munge"
-COMMANDS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scancel")
+COMMANDS = (
+    "munged",
+    "mungekey",
+    "slurmctld",
+    "slurmd",
+    "sbatch",
+    "squeue",
+    "sinfo",
+    "scancel",
+    "scontrol",
+)
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 PARTITION = "lenspipe"
 MUNGE_USER = "munge"

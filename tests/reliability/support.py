@@ -154,13 +154,17 @@ def read_lock(store: Path) -> dict | None:
 
 
 # ---------------------------------------------------------------------------------------- processes
-def start_run(config: Path, log_dir: Path, label: str, *extra: str) -> subprocess.Popen:
-    """``lenspipe run CONFIG --no-progress`` as a subprocess, output to files in ``log_dir``."""
+def start_run(config: Path, log_dir: Path, label: str, *extra: str, **popen) -> subprocess.Popen:
+    """``lenspipe run CONFIG --no-progress`` as a subprocess, output to files in ``log_dir``
+    (``popen``: e.g. ``env``, ``cwd``)."""
     out = open(log_dir / f"{label}.out", "w")
     err = open(log_dir / f"{label}.err", "w")
     try:
         return subprocess.Popen(
-            [LENSPIPE, "run", str(config), "--no-progress", *extra], stdout=out, stderr=err
+            [LENSPIPE, "run", str(config), "--no-progress", *extra],
+            stdout=out,
+            stderr=err,
+            **popen,
         )
     finally:
         out.close()
@@ -233,9 +237,15 @@ def owned(process: subprocess.Popen) -> Iterator[subprocess.Popen]:
         reap(tree, timeout=5)
 
 
-def wait_for(condition, timeout: float, what: str, process: subprocess.Popen | None = None):
-    """Poll ``condition()`` every 20 ms until it is truthy; fail after ``timeout`` s or when
-    ``process`` exits first."""
+def wait_for(
+    condition,
+    timeout: float,
+    what: str,
+    process: subprocess.Popen | None = None,
+    every: float = 0.02,
+):
+    """Poll ``condition()`` every ``every`` seconds until it is truthy; fail after ``timeout`` s
+    or when ``process`` exits first."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -245,4 +255,4 @@ def wait_for(condition, timeout: float, what: str, process: subprocess.Popen | N
             raise AssertionError(f"the process ended (exit {process.returncode}) before {what}")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(every)
