@@ -130,6 +130,12 @@ def _jobqueue_cluster(config: JobqueueCluster):
     except (TypeError, ValueError) as err:
         # TypeError: an unknown option; ValueError: a value it cannot read
         raise ConfigError(f"cluster.options: {err}") from None
+    except RuntimeError as err:
+        # the scheduler did not start: an `interface` this machine lacks, a port in use
+        cause = f" ({err.__cause__})" if str(err.__cause__ or "") not in str(err) else ""
+        raise ConfigError(
+            f"cluster.options: the Dask scheduler could not start on this machine: {err}{cause}"
+        ) from None
 
 
 def job_script(config: JobqueueCluster) -> str:

@@ -269,6 +269,22 @@ def test_dry_run_names_the_adaptive_range(good_run, capsys):
     assert "#SBATCH --cpus-per-task=2" in stdout
 
 
+def test_dry_run_with_an_interface_this_machine_lacks_is_a_config_error(good_run, capsys):
+    """The scheduler listens on ``options.interface`` too: one the driver's machine lacks is
+    exit 2 naming cluster.options (dask-jobqueue's RuntimeError was exit 1)."""
+    config, _ = good_run
+    dry = config.parent / "no-interface.yaml"
+    dry.write_text(config.read_text())
+    options = {"cores": 1, "memory": "1GB", "interface": "no-such-if0"}
+    cluster = {"kind": "slurm", "options": options}
+    edit_yaml(dry, cluster=cluster, output={"store": "dry-no-interface.zarr"})
+    code, stdout, err = cli(capsys, "run", dry, "--dry-run")
+    assert code == 2, stdout + err
+    assert "error: cluster.options: the Dask scheduler could not start on this machine" in err
+    assert "'no-such-if0' is not a valid network interface" in err
+    assert "job script" not in stdout
+
+
 def test_dry_run_without_memory_is_a_config_error(good_run, capsys):
     """Options without ``memory``: exit 2 naming the key (dask-jobqueue's ValueError was an
     "unexpected error", exit 1)."""
