@@ -58,6 +58,28 @@ logger = logging.getLogger(__name__)
 
 
 _UNREACHABLE = object()  # a finished task whose worker does not hand its result over
+_LOST = object()  # a finished task whose result was lost with its worker: Dask computes it again
+
+
+def fetch_result(future: Any, timeout: float) -> Any:
+    """A finished task's result, :data:`_UNREACHABLE` if the worker holding it does not answer
+    within ``timeout`` seconds, or :data:`_LOST` as soon as the result is lost with that worker
+    (its batch job cancelled, its node gone: Dask computes the task again).
+
+    A result lives on the worker that computed it: without a deadline, a worker stopped right
+    after its task finished would hold the driver forever; and waiting for a lost result waits
+    for its recomputation, which needs a worker (with none left, it waited the whole ``timeout``
+    while ``cluster.start_timeout`` went unchecked)."""
+    deadline = time.monotonic() + timeout
+    while future.status == "finished":
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return _UNREACHABLE
+        try:
+            return future.result(timeout=min(left, 1.0))
+        except TimeoutError:
+            continue
+    return _LOST
 
 
 class _Stop(Exception):
@@ -242,14 +264,14 @@ class Driver:
             self._complete(result.name)
 
     def _fetch(self, future: Any) -> Any:
-        """A finished task's result, or :data:`_UNREACHABLE` if the worker holding it does not
-        answer within ``run.task_timeout`` (capped at a minute: a result is a few hundred
-        bytes). A result lives on the worker that computed it: without a deadline, a worker
-        stopped right after its task finished would hold the driver forever."""
-        try:
-            return future.result(timeout=min(self.settings.task_timeout, 60.0))
-        except TimeoutError:
-            return _UNREACHABLE
+        """:func:`fetch_result` within ``run.task_timeout``, capped at a minute (a result is a
+        few hundred bytes); :data:`_LOST` for a future whose result was lost before it was
+        handled."""
+        if future.status == "lost":
+            return _LOST
+        if future.status != "finished":
+            return None
+        return fetch_result(future, min(self.settings.task_timeout, 60.0))
 
     def _recompute(self, future: Any, pending: Any) -> None:
         """Remove the workers holding an unreachable result; Dask then computes the task again
@@ -270,9 +292,16 @@ class Driver:
     def _on_done(self, future: Any, pending: Any = None) -> bool:
         """Handle a task that ended; False if its result could not be fetched (it is being
         computed again, and the future is pending again)."""
-        result = self._fetch(future) if future.status == "finished" else None
+        result = self._fetch(future)
         if result is _UNREACHABLE and pending is not None:
             self._recompute(future, pending)
+            return False
+        if result is _LOST and pending is not None:
+            logger.info(
+                "the result of task %s was lost with its worker: computing it again", future.key
+            )
+            pending.add(future)  # back through `pending` once computed again
+            self.in_flight += 1
             return False
         name = self.task_names.pop(future.key)
         self.futures.pop(future.key, None)
