@@ -3,8 +3,11 @@
 :class:`Driver` takes the plan of :func:`~pipeline.flow.plan.plan_run` and keeps at most
 ``run.max_tasks_in_flight`` tasks submitted, so a survey of 100,000 datasets never becomes one
 giant graph. Operator batches of prepared datasets go before new prepares, so few datasets are
-half-done at any time. Each task has a deterministic key and ``run.retries`` retries (a lost
-worker's tasks are recomputed; writes are idempotent). It alone writes store metadata for the run
+half-done at any time. Small datasets are prepared several to a task (``run.datasets_per_task``,
+:mod:`pipeline.flow.grouping`); a group whose task fails, times out or cannot hand its result over
+is split into one task per dataset, which then meet the rules below on their own. Each task has
+a deterministic key and ``run.retries`` retries (a lost worker's tasks are recomputed; writes are
+idempotent). It alone writes store metadata for the run
 (DESIGN §1, §5): finalize, failures, repairs and the run record.
 
 * isolation: a store error while recording one dataset's outcome is reported for that dataset
@@ -26,13 +29,12 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
 from typing import Any, cast
 
 from pipeline.exc import StoreError
-from pipeline.flow.discover import DatasetSpec
 from pipeline.flow.plan import RunPlan, RunSettings
 from pipeline.flow.progress import Progress
+from pipeline.flow.queue import PrepareTask, TaskQueue
 from pipeline.flow.signals import StopSignals
 from pipeline.flow.summary import RunSummary
 from pipeline.flow.tasks import (
@@ -40,9 +42,17 @@ from pipeline.flow.tasks import (
     PrepareResult,
     TaskFailure,
     operator_batch_task,
+    prepare_group_task,
     prepare_task,
 )
-from pipeline.flow.watch import Watchdog, cluster_clock, drop_worker
+from pipeline.flow.watch import (
+    LOST,
+    UNREACHABLE,
+    Watchdog,
+    cluster_clock,
+    drop_worker,
+    fetch_result,
+)
 from pipeline.io.store import (
     DatasetRecord,
     finalize_dataset,
@@ -55,31 +65,6 @@ from pipeline.io.store import (
 __all__ = ["Driver"]
 
 logger = logging.getLogger(__name__)
-
-
-_UNREACHABLE = object()  # a finished task whose worker does not hand its result over
-_LOST = object()  # a finished task whose result was lost with its worker: Dask computes it again
-
-
-def fetch_result(future: Any, timeout: float) -> Any:
-    """A finished task's result, :data:`_UNREACHABLE` if the worker holding it does not answer
-    within ``timeout`` seconds, or :data:`_LOST` as soon as the result is lost with that worker
-    (its batch job cancelled, its node gone: Dask computes the task again).
-
-    A result lives on the worker that computed it: without a deadline, a worker stopped right
-    after its task finished would hold the driver forever; and waiting for a lost result waits
-    for its recomputation, which needs a worker (with none left, it waited the whole ``timeout``
-    while ``cluster.start_timeout`` went unchecked)."""
-    deadline = time.monotonic() + timeout
-    while future.status == "finished":
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return _UNREACHABLE
-        try:
-            return future.result(timeout=min(left, 1.0))
-        except TimeoutError:
-            continue
-    return _LOST
 
 
 class _Stop(Exception):
@@ -123,10 +108,9 @@ class Driver:
         self.remaining: dict[str, set[int]] = {}
         self.timings: dict[str, dict[str, float]] = {}
         self.failed: set[str] = set()
-        self.prepare_queue: deque[DatasetSpec] = deque(plan.to_prepare)
-        self.batch_queue: deque[tuple[str, int]] = deque()
+        self.queue = TaskQueue(plan.to_prepare, settings.datasets_per_task, self.hash)
+        self.workers = 1  # able to run tasks, as last seen (the watchdog's clock)
         self.in_flight = 0
-        self.task_names: dict[str, str] = {}
         self.futures: dict[str, Any] = {}
         self.tokens: dict[str, str | None] = dict(plan.tokens)
         self.watchdog = Watchdog(
@@ -164,24 +148,9 @@ class Driver:
     def _queue_batches(self, name: str, indexes: list[int]) -> None:
         """Queue operator batches of a prepared dataset."""
         self.remaining[name] = set(indexes)
-        # depth first: this dataset's batches run before further prepares
-        self.batch_queue.extendleft((name, i) for i in reversed(indexes))
+        self.queue.add_batches(name, indexes)
 
     # -------------------------------------------------------------------------------- submission
-    def _next_tasks(self, n: int) -> tuple[list[tuple[str, int]], list[DatasetSpec]]:
-        """Up to ``n`` tasks to submit: operator batches of prepared datasets first (so few
-        datasets are half-done at any time), then prepares of new datasets."""
-        batches: list[tuple[str, int]] = []
-        prepares: list[DatasetSpec] = []
-        while len(batches) + len(prepares) < n and (self.batch_queue or self.prepare_queue):
-            if self.batch_queue:
-                name, index = self.batch_queue.popleft()
-                if name not in self.failed:
-                    batches.append((name, index))
-                continue
-            prepares.append(self.prepare_queue.popleft())
-        return batches, prepares
-
     def _fill(self, pending: Any) -> None:
         """Top up the submitted tasks to ``run.max_tasks_in_flight``, in groups: one
         ``client.map`` per kind of task is one graph update for the scheduler, where a submit per
@@ -190,48 +159,71 @@ class Driver:
         free = limit - self.in_flight
         if free < max(1, limit // 8) and self.in_flight > 0:
             return  # enough queued on the workers: wait for a larger group of free slots
-        batches, prepares = self._next_tasks(free)
+        batches, prepares = self.queue.take(
+            free, in_flight=self.in_flight, workers=self.workers, failed=self.failed
+        )
         settings = self.settings
         futures = []
         if batches:
-            keys = [f"op-{name}-{self.hash}-{index}" for name, index in batches]
             n = len(batches)
             futures += self.client.map(
                 operator_batch_task,
                 [settings.store] * n,
-                [name for name, _ in batches],
-                [index for _, index in batches],
+                [task.name for task in batches],
+                [task.index for task in batches],
                 [settings.backend] * n,
-                [self.tokens.get(name) for name, _ in batches],
-                key=keys,
+                [self.tokens.get(task.name) for task in batches],
+                key=[task.key for task in batches],
                 retries=settings.retries,
                 pure=False,
             )
-            self.task_names.update(zip(keys, (name for name, _ in batches), strict=True))
-        if prepares:
-            keys = [f"prepare-{spec.name}-{self.hash}" for spec in prepares]
-            n = len(prepares)
-            futures += self.client.map(
-                prepare_task,
-                prepares,
-                [settings.prepare] * n,
-                [settings.store] * n,
-                [settings.batch_size] * n,
-                [settings.storage] * n,
-                [settings.backend] * n,
-                key=keys,
-                retries=settings.retries,
-                pure=False,
-            )
-            self.task_names.update(zip(keys, (spec.name for spec in prepares), strict=True))
+        singles = [task for task in prepares if not task.is_group]
+        if singles:
+            specs = [task.specs[0] for task in singles]
+            futures += self._map_prepares(prepare_task, specs, singles, settings.retries)
+        groups = [task for task in prepares if task.is_group]
+        if groups:
+            # no retries: a group that raises is split, and each dataset retried on its own
+            lists = [task.specs for task in groups]
+            futures += self._map_prepares(prepare_group_task, lists, groups, 0)
         pending.update(futures)
         self.futures.update((future.key, future) for future in futures)
         self.in_flight += len(futures)
+
+    def _map_prepares(
+        self, function: Any, items: list, tasks: list[PrepareTask], retries: int
+    ) -> list:
+        """``client.map`` of a prepare task (one dataset or a group) over ``items``."""
+        settings, n = self.settings, len(items)
+        return self.client.map(
+            function,
+            items,
+            [settings.prepare] * n,
+            [settings.store] * n,
+            [settings.batch_size] * n,
+            [settings.storage] * n,
+            [settings.backend] * n,
+            key=[task.key for task in tasks],
+            retries=retries,
+            pure=False,
+        )
+
+    def _split(self, key: str, reason: str) -> None:
+        """Run the datasets of group task ``key`` one per task (its task failed, timed out or
+        lost its result): a bad dataset then fails alone, after its own retries."""
+        specs = self.queue.split(key, self.failed)
+        logger.warning(
+            "task %s %s: running each of its %d datasets as a task of its own",
+            key,
+            reason,
+            len(specs),
+        )
 
     # -------------------------------------------------------------------------------- results
     def _on_prepared(self, result: PrepareResult) -> None:
         name = result.name
         first = result.first_batch
+        self.queue.grouping.observe(result.wall_seconds)
         self.summary.add_prepared(result)
         # the same meaning as the task's own record: loading and preparing (not the group write,
         # which the summary counts under store writes); finalize writes this over it
@@ -265,10 +257,10 @@ class Driver:
 
     def _fetch(self, future: Any) -> Any:
         """:func:`fetch_result` within ``run.task_timeout``, capped at a minute (a result is a
-        few hundred bytes); :data:`_LOST` for a future whose result was lost before it was
+        few hundred bytes); :data:`LOST` for a future whose result was lost before it was
         handled."""
         if future.status == "lost":
-            return _LOST
+            return LOST
         if future.status != "finished":
             return None
         return fetch_result(future, min(self.settings.task_timeout, 60.0))
@@ -293,19 +285,27 @@ class Driver:
         """Handle a task that ended; False if its result could not be fetched (it is being
         computed again, and the future is pending again)."""
         result = self._fetch(future)
-        if result is _UNREACHABLE and pending is not None:
+        if result is UNREACHABLE and pending is not None:
             self._recompute(future, pending)
             return False
-        if result is _LOST and pending is not None:
+        if result is LOST and pending is not None:
             logger.info(
                 "the result of task %s was lost with its worker: computing it again", future.key
             )
             pending.add(future)  # back through `pending` once computed again
             self.in_flight += 1
             return False
-        name = self.task_names.pop(future.key)
-        self.futures.pop(future.key, None)
-        if result is _UNREACHABLE:
+        key = future.key
+        self.futures.pop(key, None)
+        if key not in self.queue.names:  # a group split by the watchdog: its datasets run alone
+            return True
+        name = self.queue.name_of(key)
+        if key in self.queue.groups and (result is UNREACHABLE or future.status != "finished"):
+            status = "an unreachable result" if result is UNREACHABLE else future.status
+            self._split(key, f"ended with {status!r}")
+            return True
+        self.queue.done(key)
+        if result is UNREACHABLE:
             self._fail(name, f"dataset {name!r}: the result of task {future.key} is unreachable")
             return True
         if future.status != "finished":
@@ -319,12 +319,13 @@ class Driver:
                 reason = f"ended with status {future.status!r}"
             self._fail(name, f"dataset {name!r}: task {future.key} {reason}", error_type)
             return True
-        if isinstance(result, TaskFailure):
-            self._fail(result.name, result.message, result.error_type)
-        elif isinstance(result, PrepareResult):
-            self._on_prepared(result)
-        else:
-            self._on_batch(cast(BatchResult, result))
+        for each in result if isinstance(result, list) else [result]:
+            if isinstance(each, TaskFailure):
+                self._fail(each.name, each.message, each.error_type)
+            elif isinstance(each, PrepareResult):
+                self._on_prepared(each)
+            else:
+                self._on_batch(cast(BatchResult, each))
         return True
 
     # -------------------------------------------------------------------------------- the run
@@ -376,6 +377,8 @@ class Driver:
         # the loop is this client's: without it, as_completed takes the default client's,
         # which need not be ours
         pending = as_completed([], loop=self.client.loop)
+        with contextlib.suppress(Exception):  # the watchdog's clock counts them from now on
+            self.workers = max(1, len(self.client.nthreads()))
         self._fill(pending)
         while True:
             self._check()
@@ -430,6 +433,7 @@ class Driver:
             clock = self.client.run_on_scheduler(cluster_clock)
         except Exception:  # noqa: BLE001 - a scheduler without lenspipe: count workers only
             clock = {"running": len(self.client.nthreads()), "held": {}}
+        self.workers = max(1, clock["running"])
         if self.watchdog.no_worker_for_too_long(clock["running"], now):
             raise _Stop(
                 f"no Dask worker was alive for {self.settings.start_timeout:g} s "
@@ -441,9 +445,16 @@ class Driver:
                 1,
             )
         timeout = self.settings.task_timeout
-        for late in self.watchdog.overdue(clock["held"], self.futures):
+        sizes = self.queue.group_sizes()
+        for late in self.watchdog.overdue(clock["held"], self.futures, sizes):
             self.summary.tasks_timed_out += 1
-            name = self.task_names[late.key]
+            name = self.queue.name_of(late.key)
+            if late.key in sizes:
+                # a group is not retried whole: its datasets go on one per task, elsewhere
+                self.client.cancel([self.futures.pop(late.key)])
+                self._split(late.key, f"was held {late.seconds:.0f} s by worker {late.address}")
+                self._drop_worker(late.address)
+                continue
             logger.warning(
                 "task %s was held %.0f s by worker %s (run.task_timeout %g s): removing that "
                 "worker",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pipeline.exc import ConfigError, StoreError
 from pipeline.flow.config import AddressCluster, Config, LocalClusterConfig
@@ -59,6 +60,7 @@ class RunSettings:
     progress: bool
     retries: int
     max_tasks_in_flight: int
+    datasets_per_task: int | Literal["auto"]
     task_timeout: float
     start_timeout: float
 
@@ -87,6 +89,7 @@ class RunSettings:
             progress=config.run.progress if progress is None else progress,
             retries=config.run.retries,
             max_tasks_in_flight=config.run.max_tasks_in_flight,
+            datasets_per_task=config.run.datasets_per_task,
             task_timeout=float(config.run.task_timeout),
             start_timeout=float(config.cluster.start_timeout),
         )

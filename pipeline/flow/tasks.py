@@ -4,6 +4,8 @@ names, indexes, settings), never large arrays, returns a small result record, an
 * :func:`prepare_task` — prepare one dataset (:func:`~pipeline.flow.prepare.prepare_dataset`),
   write its group (arrays, empty operator arrays, operator batch 0, then its attributes) and
   return a :class:`PrepareResult` to the driver.
+* :func:`prepare_group_task` — :func:`prepare_task` for several datasets in turn, one result
+  each (``run.datasets_per_task``: one Dask task costs a few ms of CPU, :mod:`pipeline.flow.grouping`).
 * :func:`operator_batch_task` — compute rows ``[start, stop)`` of W for one batch, reading the
   dataset's mask, noise map and PSF from the store, and write them as one whole chunk followed by
   the batch's completion marker; returns a :class:`BatchResult`.
@@ -41,6 +43,7 @@ __all__ = [
     "PrepareResult",
     "TaskFailure",
     "operator_batch_task",
+    "prepare_group_task",
     "prepare_task",
 ]
 
@@ -236,6 +239,20 @@ def prepare_task(
         load_seconds=load_seconds,
         write_seconds=write_seconds,
     )
+
+
+def prepare_group_task(
+    specs: list[DatasetSpec],
+    settings: PrepareSettings,
+    store: StoreRecipe,
+    batch_size: int | AutoBatchSize | None = None,
+    storage: OperatorStorage | None = None,
+    backend: str | None = None,
+) -> list[PrepareResult | TaskFailure]:
+    """Task: :func:`prepare_task` for each dataset of ``specs`` in turn, their results in that
+    order. Bad input fails its own dataset (a :class:`TaskFailure` in the list); anything
+    unexpected raises, and the driver then runs each dataset as a task of its own."""
+    return [prepare_task(spec, settings, store, batch_size, storage, backend) for spec in specs]
 
 
 def _failure(name: str, err: Exception) -> TaskFailure:

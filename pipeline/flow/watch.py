@@ -5,17 +5,53 @@ workers can run tasks and how long each task has been held by its worker. :class
 turns that into decisions: no worker alive for ``cluster.start_timeout`` ends the run; a task
 held longer than ``run.task_timeout`` is taken from its worker (:func:`drop_worker`: Dask sends
 its tasks to the others, as for a lost worker) and, after ``run.retries`` such retries, its
-dataset fails. The driver acts on them (:mod:`pipeline.flow.run`).
+dataset fails. The driver acts on them (:mod:`pipeline.flow.run`). :func:`fetch_result` takes a
+finished task's result within a deadline, or says at once that it was lost with its worker.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Overdue", "Watchdog", "cluster_clock", "drop_worker"]
+__all__ = [
+    "LOST",
+    "UNREACHABLE",
+    "Overdue",
+    "Watchdog",
+    "cluster_clock",
+    "drop_worker",
+    "fetch_result",
+]
+
+
+UNREACHABLE = object()
+"""A finished task whose worker does not hand its result over (:func:`fetch_result`)."""
+LOST = object()
+"""A finished task whose result was lost with its worker: Dask computes it again."""
+
+
+def fetch_result(future: Any, timeout: float) -> Any:
+    """A finished task's result, :data:`UNREACHABLE` if the worker holding it does not answer
+    within ``timeout`` seconds, or :data:`LOST` as soon as the result is lost with that worker
+    (its batch job cancelled, its node gone: Dask computes the task again).
+
+    A result lives on the worker that computed it: without a deadline, a worker stopped right
+    after its task finished would hold the driver forever; and waiting for a lost result waits
+    for its recomputation, which needs a worker (with none left, it waited the whole ``timeout``
+    while ``cluster.start_timeout`` went unchecked)."""
+    deadline = time.monotonic() + timeout
+    while future.status == "finished":
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return UNREACHABLE
+        try:
+            return future.result(timeout=min(left, 1.0))
+        except TimeoutError:
+            continue
+    return LOST
 
 
 def cluster_clock(dask_scheduler: Any = None) -> dict[str, Any]:
@@ -93,11 +129,15 @@ class Watchdog:
         return False
 
     def overdue(
-        self, held: dict[str, tuple[str, float]], ours: Collection[str]
+        self,
+        held: dict[str, tuple[str, float]],
+        ours: Collection[str],
+        sizes: Mapping[str, int] | None = None,
     ) -> Iterator[Overdue]:
-        """Tasks of ``ours`` held past ``task_timeout``, each once per worker holding it."""
+        """Tasks of ``ours`` held past their deadline, each once per worker holding it: a task
+        of ``sizes[key]`` datasets (a prepare group) has that many times ``task_timeout``."""
         for key, (address, seconds) in held.items():
-            if key not in ours or seconds <= self.task_timeout:
+            if key not in ours or seconds <= self.task_timeout * (sizes or {}).get(key, 1):
                 continue
             if self.timed_out_on.get(key) == address:
                 continue  # already taken from that worker; the scheduler has not caught up

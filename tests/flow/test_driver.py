@@ -1,4 +1,4 @@
-"""The driver's fetch of a finished task's result (:func:`pipeline.flow.driver.fetch_result`),
+"""The driver's fetch of a finished task's result (:func:`pipeline.flow.watch.fetch_result`),
 on a real Dask cluster: the result, or at once a sign that it was lost with its worker (a batch
 job cancelled) instead of waiting for a recomputation that has no worker to run on."""
 
@@ -9,7 +9,7 @@ import time
 import pytest
 from distributed import Client, LocalCluster
 
-from pipeline.flow.driver import _LOST, fetch_result
+from pipeline.flow.watch import LOST, fetch_result
 
 LOST_WAIT = 30.0  # seconds for the scheduler to tell the client the result is gone
 
@@ -51,5 +51,5 @@ def test_a_result_lost_with_its_worker_is_reported_at_once(client):
         assert time.monotonic() < deadline, f"still {future.status!r} after {LOST_WAIT:g} s"
         time.sleep(0.05)
     started = time.monotonic()
-    assert fetch_result(future, timeout=60) is _LOST
+    assert fetch_result(future, timeout=60) is LOST
     assert time.monotonic() - started < 1.0

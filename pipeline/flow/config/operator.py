@@ -124,12 +124,20 @@ class RunConfig(_Model):
     max_tasks_in_flight: Int = Field(
         64, ge=1, le=100_000, description="Bound on submitted, unfinished tasks (at most 100000)."
     )
+    datasets_per_task: Annotated[Int, Field(ge=1, le=10_000)] | Literal["auto"] = Field(
+        "auto",
+        description="Datasets one prepare task takes: auto (tasks of about 0.5 s, from the "
+        "datasets finished so far, at most 16) or at most this many; fewer near the end of a "
+        "run, so every worker keeps busy. One Dask task costs a few ms of CPU: small datasets go "
+        "in groups. A group whose task fails or times out runs again one dataset per task.",
+    )
     task_timeout: float = Field(
         3600.0,
         gt=0,
         le=MAX_SECONDS,
         description="Seconds one task may run before the driver fails it (and retries it while "
-        "`retries` allow): a stopped or stuck worker never holds the run. At most 7 days.",
+        "`retries` allow): a stopped or stuck worker never holds the run; a prepare task of "
+        "several datasets has this per dataset. At most 7 days.",
     )
     progress: bool = True
     verify: bool = Field(
