@@ -10,8 +10,8 @@ a deterministic key and ``run.retries`` retries (a lost worker's tasks are recom
 idempotent). It alone writes store metadata for the run
 (DESIGN §1, §5): finalize, failures, repairs and the run record.
 
-* isolation: a store error while recording one dataset's outcome is reported for that dataset
-  and the run goes on;
+* isolation (:mod:`pipeline.flow.outcomes`, the ledger of what tasks came to): a store error
+  while recording one dataset's outcome is reported for that dataset and the run goes on;
 * no endless wait (:mod:`pipeline.flow.watch`): a task running longer than ``run.task_timeout``
   is cancelled, its worker removed from the cluster, and the task retried (``run.retries``) or its
   dataset failed; no worker alive for ``cluster.start_timeout`` ends the run (exit 1, store
@@ -26,12 +26,12 @@ import contextlib
 import datetime as _dt
 import logging
 import signal
-import sys
 import threading
 import time
 from typing import Any, cast
 
 from pipeline.exc import StoreError
+from pipeline.flow.outcomes import Outcomes
 from pipeline.flow.plan import RunPlan, RunSettings
 from pipeline.flow.progress import Progress
 from pipeline.flow.queue import PrepareTask, TaskQueue
@@ -53,14 +53,7 @@ from pipeline.flow.watch import (
     drop_worker,
     fetch_result,
 )
-from pipeline.io.store import (
-    DatasetRecord,
-    finalize_dataset,
-    mark_failed,
-    record_run_summary,
-    reopen_dataset,
-    reset_batches,
-)
+from pipeline.io.store import DatasetRecord, reopen_dataset, reset_batches
 
 __all__ = ["Driver"]
 
@@ -105,9 +98,8 @@ class Driver:
             shards_damaged=sum(len(v) for v in plan.damaged.values()),
         )
         self.progress = Progress(settings.progress, plan.n_datasets)
-        self.remaining: dict[str, set[int]] = {}
-        self.timings: dict[str, dict[str, float]] = {}
-        self.failed: set[str] = set()
+        self.outcomes = Outcomes(self.summary, self.progress, root)
+        self.failed = self.outcomes.failed  # the same set: datasets failed so far
         self.queue = TaskQueue(plan.to_prepare, settings.datasets_per_task, self.hash)
         self.workers = 1  # able to run tasks, as last seen (the watchdog's clock)
         self.in_flight = 0
@@ -120,34 +112,9 @@ class Driver:
         )
         self.signals: StopSignals | None = None
 
-    # -------------------------------------------------------------------------------- outcomes
-    def _fail(self, name: str, message: str, error_type: str | None = None) -> None:
-        if name in self.failed:
-            return
-        self.failed.add(name)
-        self.remaining.pop(name, None)
-        self.summary.failed += 1
-        try:
-            mark_failed(self.root, name, message, error_type=error_type)
-        except (OSError, StoreError) as err:  # a full disk, a torn group: this dataset only
-            message += f" [not recorded in the store: {type(err).__name__}: {err}]"
-        self.summary.failures.append({"name": name, "message": message})
-        self.progress.dataset_done(failed=True)
-
-    def _complete(self, name: str, *, verify_markers: bool = False) -> None:
-        try:
-            finalize_dataset(
-                self.root, name, timings=self.timings.get(name), verify_markers=verify_markers
-            )
-        except (OSError, StoreError) as err:  # StoreError is an OSError; ENOSPC too
-            self._fail(name, f"dataset {name!r}: could not be recorded complete: {err}")
-            return
-        self.summary.complete += 1
-        self.progress.dataset_done()
-
     def _queue_batches(self, name: str, indexes: list[int]) -> None:
         """Queue operator batches of a prepared dataset."""
-        self.remaining[name] = set(indexes)
+        self.outcomes.expect_batches(name, indexes)
         self.queue.add_batches(name, indexes)
 
     # -------------------------------------------------------------------------------- submission
@@ -221,39 +188,11 @@ class Driver:
 
     # -------------------------------------------------------------------------------- results
     def _on_prepared(self, result: PrepareResult) -> None:
-        name = result.name
-        first = result.first_batch
         self.queue.grouping.observe(result.wall_seconds)
-        self.summary.add_prepared(result)
-        # the same meaning as the task's own record: loading and preparing (not the group write,
-        # which the summary counts under store writes); finalize writes this over it
-        self.timings[name] = {"prepare_seconds": result.load_seconds}
-        if first is not None:
-            self._account_batch(first)
-        if result.complete:
-            # nothing was left to compute (no operator, or its only batch came with the prepare
-            # task): the task recorded the dataset complete
-            self.summary.complete += 1
-            self.progress.dataset_done()
-            return
-        self.tokens[name] = DatasetRecord.from_attrs(result.metadata).token
-        self._queue_batches(name, list(range(0 if first is None else 1, result.n_batches)))
-
-    def _account_batch(self, result: BatchResult) -> None:
-        self.summary.add_batch(result)
-        timing = self.timings.setdefault(result.name, {})
-        timing["operator_seconds"] = timing.get("operator_seconds", 0.0) + result.wall_seconds
-        self.progress.batch_done()
-
-    def _on_batch(self, result: BatchResult) -> None:
-        self._account_batch(result)
-        left = self.remaining.get(result.name)
-        if left is None:
-            return
-        left.discard(result.batch_index)
-        if not left:
-            del self.remaining[result.name]
-            self._complete(result.name)
+        indexes = self.outcomes.prepared(result)
+        if indexes is not None:
+            self.tokens[result.name] = DatasetRecord.from_attrs(result.metadata).token
+            self.queue.add_batches(result.name, indexes)
 
     def _fetch(self, future: Any) -> Any:
         """:func:`fetch_result` within ``run.task_timeout``, capped at a minute (a result is a
@@ -306,7 +245,9 @@ class Driver:
             return True
         self.queue.done(key)
         if result is UNREACHABLE:
-            self._fail(name, f"dataset {name!r}: the result of task {future.key} is unreachable")
+            self.outcomes.fail(
+                name, f"dataset {name!r}: the result of task {future.key} is unreachable"
+            )
             return True
         if future.status != "finished":
             # an exception raised after its retries, or cancelled
@@ -317,15 +258,15 @@ class Driver:
                 reason = f"failed: {error_type}: {error}"
             else:
                 reason = f"ended with status {future.status!r}"
-            self._fail(name, f"dataset {name!r}: task {future.key} {reason}", error_type)
+            self.outcomes.fail(name, f"dataset {name!r}: task {future.key} {reason}", error_type)
             return True
         for each in result if isinstance(result, list) else [result]:
             if isinstance(each, TaskFailure):
-                self._fail(each.name, each.message, each.error_type)
+                self.outcomes.fail(each.name, each.message, each.error_type)
             elif isinstance(each, PrepareResult):
                 self._on_prepared(each)
             else:
-                self._on_batch(cast(BatchResult, each))
+                self.outcomes.batch_done(cast(BatchResult, each))
         return True
 
     # -------------------------------------------------------------------------------- the run
@@ -343,7 +284,7 @@ class Driver:
             for _ in self.plan.skipped_complete:
                 self.progress.dataset_done()
             for name in self.plan.to_finalize:
-                self._complete(name, verify_markers=True)
+                self.outcomes.complete(name, verify_markers=True)
             for name, damaged in self.plan.damaged.items():
                 try:
                     # status first: a driver dying in between leaves a 'prepared' dataset,
@@ -353,7 +294,9 @@ class Driver:
                     # the store must not claim them done while they are recomputed
                     reset_batches(self.root, name, damaged)
                 except (OSError, StoreError) as err:
-                    self._fail(name, f"dataset {name!r}: cannot reopen it for repair: {err}")
+                    self.outcomes.fail(
+                        name, f"dataset {name!r}: cannot reopen it for repair: {err}"
+                    )
             for name, missing in self.plan.to_resume.items():
                 if name not in self.failed:
                     self._queue_batches(name, missing)
@@ -368,7 +311,7 @@ class Driver:
             self.progress.close()
         self.summary.cpu_seconds += time.process_time() - start_cpu
         self.summary.wall_seconds = time.perf_counter() - start_wall
-        self._record()
+        self.outcomes.record()
         return self.summary
 
     def _loop(self) -> None:
@@ -465,7 +408,7 @@ class Driver:
             )
             if late.give_up:
                 self.client.cancel([self.futures[late.key]])
-                self._fail(
+                self.outcomes.fail(
                     name,
                     f"dataset {name!r}: task {late.key} was held longer than run.task_timeout "
                     f"({timeout:g} s) by a worker {late.count} time(s) (a stopped or stuck "
@@ -485,13 +428,3 @@ class Driver:
         if futures and self.client is not None:
             with contextlib.suppress(Exception):
                 self.client.cancel(futures)
-
-    def _record(self) -> None:
-        try:
-            record_run_summary(self.root, self.summary.run_id, self.summary.to_dict())
-        except (OSError, StoreError) as err:  # a full disk must not hide the summary
-            logger.error("could not record run %s in the store: %s", self.summary.run_id, err)
-            print(
-                f"warning: the run record could not be written to the store ({err})",
-                file=sys.stderr,
-            )
