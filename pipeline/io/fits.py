@@ -36,6 +36,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 
 from pipeline.exc import FitsReadError, FitsWriteError
 from pipeline.io.files import not_a_regular_file
+from pipeline.io.fits_plain import read_plain_hdu
 
 __all__ = [
     "read_fits_array",
@@ -133,13 +134,32 @@ def _no_data(hdul: fits.HDUList, where: str) -> FitsReadError:
 
 
 def _read_hdu(
-    file_path: str | os.PathLike, hdu: HduKey, dataset: str | None, *, with_data: bool
-) -> tuple[fits.Header, np.ndarray | None]:
-    path = Path(file_path)
+    file_path: str | os.PathLike,
+    hdu: HduKey,
+    dataset: str | None,
+    *,
+    with_data: bool,
+    with_header: bool = True,
+) -> tuple[fits.Header | None, np.ndarray | None]:
+    """``(header, data)`` of one HDU (None for what is not asked for, where that saves work)."""
     where = _where(file_path, hdu, dataset)
-    odd = not_a_regular_file(path)  # never opened: a FIFO or /dev/zero would block forever
+    odd = not_a_regular_file(Path(file_path))  # never opened: a FIFO would block forever
     if odd is not None:
         raise FitsReadError(f"{where}: the path {odd}; name a FITS file")
+    plain = read_plain_hdu(file_path, hdu)
+    if plain is not None:
+        header = fits.Header.fromstring(plain.header) if with_header else None
+        return header, plain.data if with_data else None
+    return _read_hdu_astropy(file_path, hdu, dataset, with_data=with_data)
+
+
+def _read_hdu_astropy(
+    file_path: str | os.PathLike, hdu: HduKey, dataset: str | None, *, with_data: bool
+) -> tuple[fits.Header, np.ndarray | None]:
+    """What :func:`_read_hdu` reads where :func:`~pipeline.io.fits_plain.read_plain_hdu` does
+    not: every file astropy can open, and every error."""
+    path = Path(file_path)
+    where = _where(file_path, hdu, dataset)
     try:
         # astropy only warns on checksum mismatch and on some truncations.
         with _warnings_as_errors():
@@ -200,7 +220,7 @@ def read_fits_array(
         Missing, empty, non-FITS or truncated file, checksum mismatch, missing HDU, table HDU,
         HDU without data or data not 2-D.
     """
-    data = _read_hdu(file_path, hdu, dataset, with_data=True)[1]
+    data = _read_hdu(file_path, hdu, dataset, with_data=True, with_header=False)[1]
     assert data is not None  # with_data=True: read or raised
     return data
 
@@ -211,7 +231,7 @@ def read_fits_image(
     """:func:`read_fits_array` and :func:`read_fits_header` of one HDU with the file opened (and
     its checksums verified) once: ``(data, header)``."""
     header, data = _read_hdu(file_path, hdu, dataset, with_data=True)
-    assert data is not None  # with_data=True: read or raised
+    assert data is not None and header is not None  # asked for: read or raised
     return data, header
 
 
@@ -220,7 +240,9 @@ def read_fits_header(
 ) -> fits.Header:
     """Read the header of one HDU (a detached copy; HDU 0 of a tile-compressed file is its
     image's, as in :func:`read_fits_array`); errors as :func:`read_fits_array`."""
-    return _read_hdu(file_path, hdu, dataset, with_data=False)[0]
+    header = _read_hdu(file_path, hdu, dataset, with_data=False)[0]
+    assert header is not None  # asked for: read or raised
+    return header
 
 
 def _positive_finite(value: Any, what: str, where: str) -> float:

@@ -4,7 +4,7 @@ lenses, float64, three over-sampling/mask settings from ``survey.yaml``) opens u
 
 Every dataset reads back, checks clean, and equals what the in-memory API computes today from
 the same FITS files (W against the dense brute force to 1e-12); ``status`` lists both complete;
-a rerun over a copy writes the same values again.
+a rerun over a copy writes the same values again (W to 1e-12: BLAS rounds by CPU).
 """
 
 from __future__ import annotations
@@ -112,7 +112,10 @@ def test_legacy_store_rerun_writes_the_same_numbers(survey: Path, capsys, monkey
         new = open_imaging(store, name)
         np.testing.assert_array_equal(new.data.native, data)
         assert new.sparse_operator is not None
-        np.testing.assert_array_equal(new.sparse_operator.to_dense(), dense)
+        # W's products go through BLAS, whose kernels (and so the last bit of a sum) depend on
+        # the CPU it runs on: the same to 1e-12 of each entry's scale, not bit for bit
+        scale = np.sqrt(np.outer(np.diag(dense), np.diag(dense)))
+        assert np.max(np.abs(new.sparse_operator.to_dense() - dense) / scale) < 1e-12
 
 
 def _summary_value(stdout: str, label: str) -> int:
