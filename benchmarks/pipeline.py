@@ -9,6 +9,8 @@ with 1 and 2 worker processes. Prints a Markdown table.
   operator batches), load (FITS, checks, masks, over-sampling), and the rest (scheduling, task
   overhead, idle), as shares of workers x wall time; "outside" = load + the rest;
 * 2 workers against the ceiling: the LocalCluster's efficiency over the plain pair's;
+* the Dask runs' own CPU per dataset: the driver process's (driver, client, scheduler) and the
+  workers' outside their tasks' CPU time;
 * Dask's own CPU per task: empty tasks submitted as the driver submits (``client.map`` in
   groups, results taken in batches) on the same LocalCluster, CPU seconds of the driver process
   (with the scheduler, which runs in it) and of the workers, divided by the tasks.
@@ -96,15 +98,24 @@ def parallel(config, n_workers: int, warmup) -> dict:
         # (imports, first FITS read, first Zarr write) on a small survey of its own
         summary = run_survey(warmup, client=client, progress=False, overwrite=True)
         assert summary.failed == 0 and summary.complete == WARMUP_DATASETS
+        driver = _cpu_seconds()
+        workers = sum(client.run(_cpu_seconds).values())
         start = time.perf_counter()
         summary = run_survey(config, client=client, progress=False)
         wall = time.perf_counter() - start
+        driver = _cpu_seconds() - driver
+        workers = sum(client.run(_cpu_seconds).values()) - workers
     assert summary.failed == 0, summary.failures[:3]
     return {
         "wall": wall,
         "kernel": summary.kernel_seconds,
         "write": summary.write_seconds,
         "prepare": summary.prepare_seconds,
+        # CPU seconds of the driver process (driver, client and scheduler), and of the worker
+        # processes outside the tasks' own CPU time (Dask's worker side); the summary's CPU time
+        # is the tasks' and the driver's, whose CPU is at most ``driver``
+        "driver_cpu": driver,
+        "workers_outside_cpu": workers - (summary.cpu_seconds - driver),
     }
 
 
@@ -275,6 +286,13 @@ def main() -> None:
         f"\n2 workers against the ceiling (LocalCluster efficiency / plain pair's): "
         f"{efficiencies['dask2'] / efficiencies['pair']:.0%}"
     )
+    for key in ("dask1", "dask2"):
+        driver = float(np.median([r["driver_cpu"] for r in runs[key]])) / args.n
+        workers = float(np.median([r["workers_outside_cpu"] for r in runs[key]])) / args.n
+        print(
+            f"{rows[key][0]}, CPU per dataset: driver and scheduler {1000 * driver:.2f} ms, "
+            f"workers outside tasks {1000 * workers:.2f} ms, total {1000 * (driver + workers):.2f} ms"
+        )
     cost = dask_cpu_per_task(2)
     print(
         f"Dask's CPU per empty task, 2 workers: driver and scheduler {cost['driver_ms']:.2f} ms, "

@@ -25,6 +25,7 @@ the ``CHECKSUM`` value set to sixteen zeros, and the data sum (0 where ``DATASUM
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -245,7 +246,7 @@ def _hdus(buffer: bytes | memoryview) -> list[_Hdu] | None:
         if structure is None:
             return None
         bitpix, shape = structure
-        data_bytes = abs(bitpix) // 8 * int(np.prod(shape, dtype=np.int64)) if shape else 0
+        data_bytes = abs(bitpix) // 8 * math.prod(shape) if shape else 0  # Python ints: no overflow
         padded = data_bytes + (-data_bytes % BLOCK)
         if data_offset + padded > len(buffer):
             return None
