@@ -163,6 +163,10 @@ def write_config(folder: Path, munge_socket: Path, node_line: str, node: str) ->
         "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_Core_Memory",
         "SchedulerType=sched/backfill",
+        # schedule a batch job when it is submitted: by default SLURM may delay that by up to
+        # 3 s (batch_sched_delay), and a job submitted just after another started then waited
+        # in PENDING while the adaptive test's short burst of tasks came and went
+        "SchedulerParameters=batch_sched_delay=0",
         "JobAcctGatherType=jobacct_gather/none",
         "AccountingStorageType=accounting_storage/none",
         "MpiDefault=none",
