@@ -75,8 +75,13 @@ class PlainHdu:
 class _Hdu:
     header: bytes  # up to and including END
     cards: dict[str, str | int | bool]
+    bitpix: int
+    axes: tuple[int, ...]  # NAXIS1, NAXIS2, ... (FITS order)
     data_offset: int
-    data_bytes: int  # unpadded
+    padded_bytes: int  # the data area, padding included
+
+
+_BAD = object()
 
 
 def _value(field: str) -> str | int | bool | None | object:
@@ -92,9 +97,6 @@ def _value(field: str) -> str | int | bool | None | object:
     if found["integer"] is not None:
         return int(found["integer"])
     return None
-
-
-_BAD = object()
 
 
 def _parse_header(buffer: bytes | memoryview, offset: int) -> tuple[bytes, dict, int] | None:
@@ -193,12 +195,12 @@ def _encode(value: int) -> str:
     return "".join(chr(encoded[(k + 15) % 16]) for k in range(16))
 
 
-def _checksums_hold(buffer: bytes | memoryview, hdu: _Hdu, padded: int) -> bool:
+def _checksums_hold(buffer: bytes | memoryview, hdu: _Hdu) -> bool:
     """DATASUM and CHECKSUM (where present) as astropy verifies them."""
     cards = hdu.cards
     if "CHECKSUM" not in cards and "DATASUM" not in cards:
         return True
-    data_sum = _ones_complement_sum(buffer, hdu.data_offset, padded)
+    data_sum = _ones_complement_sum(buffer, hdu.data_offset, hdu.padded_bytes)
     datasum = cards.get("DATASUM")
     if datasum is not None:
         if not isinstance(datasum, (str, int)) or isinstance(datasum, bool):
@@ -245,13 +247,13 @@ def _hdus(buffer: bytes | memoryview) -> list[_Hdu] | None:
         structure = _structure(cards, first=not found)
         if structure is None:
             return None
-        bitpix, shape = structure
-        data_bytes = abs(bitpix) // 8 * math.prod(shape) if shape else 0  # Python ints: no overflow
+        bitpix, axes = structure
+        data_bytes = abs(bitpix) // 8 * math.prod(axes) if axes else 0  # Python ints: no overflow
         padded = data_bytes + (-data_bytes % BLOCK)
         if data_offset + padded > len(buffer):
             return None
-        hdu = _Hdu(header, cards, data_offset, data_bytes)
-        if not _checksums_hold(buffer, hdu, padded):
+        hdu = _Hdu(header, cards, bitpix, axes, data_offset, padded)
+        if not _checksums_hold(buffer, hdu):
             return None
         found.append(hdu)
         offset = data_offset + padded
@@ -278,13 +280,11 @@ def _index(hdus: list[_Hdu], key: int | str | tuple[str, int]) -> int | None:
 
 
 def _image(buffer: bytes | memoryview, hdu: _Hdu) -> np.ndarray | None:
-    bitpix, shape = _structure(hdu.cards, first="SIMPLE" in hdu.cards) or (0, ())
-    if len(shape) != 2 or 0 in shape:
+    if len(hdu.axes) != 2 or 0 in hdu.axes:
         return None
-    values = np.frombuffer(
-        buffer, dtype=_DTYPES[bitpix], count=shape[0] * shape[1], offset=hdu.data_offset
-    )
-    return values.reshape(shape[1], shape[0]).astype(np.float64, order="C")
+    nx, ny = hdu.axes
+    values = np.frombuffer(buffer, dtype=_DTYPES[hdu.bitpix], count=nx * ny, offset=hdu.data_offset)
+    return values.reshape(ny, nx).astype(np.float64, order="C")
 
 
 def read_plain_hdu(path: str | os.PathLike, key: int | str | tuple[str, int]) -> PlainHdu | None:
